@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! PCI probe, the interrupt self-test, and DRM registration.
+
+use kernel::{
+    device::{Bound, Core, DeviceContext},
+    dma::{DmaMask, Device as _},
+    drm::{self, ioctl},
+    io::{poll::read_poll_timeout, Io},
+    irq, pci,
+    prelude::*,
+    sync::Arc,
+    time::Delta,
+};
+
+use crate::{
+    file::MirageFile,
+    gem::Bo,
+    irq::{Bar0, IrqHandler, Vectors},
+    params::DeviceInfo,
+    regs,
+};
+
+/// PCI device ID of the mirage GPU. It sits in Red Hat's QEMU vendor space, where QEMU has not
+/// allocated it; it names only this virtual device.
+const MIRAGE_DEVICE_ID: u32 = 0x4d47;
+
+/// How long the probe-time interrupt self-test waits for its ping.
+const PING_TIMEOUT: Delta = Delta::from_millis(2000);
+
+/// Bits of DMA address the device can generate.
+const DMA_BITS: u32 = 48;
+
+pub(crate) struct MirageDriver;
+
+/// Data of the DRM device: immutable once probed.
+pub(crate) struct MirageData {
+    pub(crate) info: DeviceInfo,
+}
+
+pub(crate) type MirageDevice<Ctx = drm::Normal> = drm::Device<MirageDriver, Ctx>;
+
+/// Hardware resources, alive while the DRM device is registered.
+#[pin_data]
+pub(crate) struct MirageRegData<'bound> {
+    // Declared before `_vectors`: it is made from them and must be freed first.
+    _irq: Pin<KBox<irq::Registration<'bound, IrqHandler<'bound>>>>,
+    _vectors: Vectors<'bound>,
+}
+
+/// Data of the bound PCI device.
+pub(crate) struct MiragePci<'bound> {
+    _reg: drm::Registration<'bound, MirageDriver>,
+    bar: Arc<Bar0<'bound>>,
+}
+
+kernel::pci_device_table!(
+    PCI_TABLE,
+    MODULE_PCI_TABLE,
+    <MirageDriver as pci::Driver>::IdInfo,
+    [(pci::DeviceId::from_id(pci::Vendor::REDHAT, MIRAGE_DEVICE_ID), ())]
+);
+
+/// Checks that BAR0 is a mirage GPU this driver speaks, and reads what it reports.
+fn identify(pdev: &pci::Device<Bound>, bar: &Bar0<'_>) -> Result<DeviceInfo> {
+    let id = bar.read32(regs::ID);
+    if id != regs::ID_MAGIC {
+        dev_err!(
+            pdev,
+            "ID register reads {:#010x}, expected {:#010x}: not a mirage GPU\n",
+            id,
+            regs::ID_MAGIC
+        );
+        return Err(ENODEV);
+    }
+    let hw_version = bar.read32(regs::VERSION);
+    if hw_version >> 16 != regs::VERSION_MAJOR {
+        dev_err!(
+            pdev,
+            "hardware version {}.{} is not supported (need major {})\n",
+            hw_version >> 16,
+            hw_version & 0xffff,
+            regs::VERSION_MAJOR
+        );
+        return Err(ENODEV);
+    }
+    Ok(DeviceInfo {
+        device_id: (u32::from(pdev.vendor_id().as_raw()) << 16) | u32::from(pdev.device_id()),
+        hw_version,
+        features: bar.read32(regs::FEATURES),
+        vram_size: u64::from(bar.read32(regs::VRAM_SIZE_LO))
+            | (u64::from(bar.read32(regs::VRAM_SIZE_HI)) << 32),
+        va_bits: bar.read32(regs::VA_BITS),
+        pgsize_bitmap: bar.read32(regs::PGSIZE_BITMAP),
+    })
+}
+
+/// Rings the ping doorbell and waits for its interrupt, so that a broken interrupt path fails
+/// probe instead of hanging the first job.
+fn ping_self_test(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
+    let before = handler.pings();
+    bar.write32(regs::IRQ_PING, regs::IRQ_MASK);
+    bar.write32(0x5e1f_7e57, regs::DB_PING);
+    read_poll_timeout(
+        || Ok(handler.pings()),
+        |&n| n != before,
+        Delta::from_millis(1),
+        PING_TIMEOUT,
+    )
+    .map(|_| ())
+    .inspect_err(|_| {
+        dev_err!(
+            pdev,
+            "interrupt self-test failed: no MSI-X interrupt {} ms after a ping (IRQ_RAWSTAT={:#x}, PING_COUNT={})\n",
+            PING_TIMEOUT.as_millis(),
+            bar.read32(regs::IRQ_RAWSTAT),
+            bar.read32(regs::PING_COUNT)
+        )
+    })
+}
+
+impl pci::Driver for MirageDriver {
+    type IdInfo = ();
+    type Data<'bound> = MiragePci<'bound>;
+
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        _info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        pdev.enable_device_mem()?;
+        pdev.set_master();
+
+        let bar = Arc::new(
+            pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"mirage")?,
+            GFP_KERNEL,
+        )?;
+        let info = identify(pdev, &bar)?;
+        // Quiesce whatever a previous driver left behind before taking an interrupt.
+        bar.write32(0, regs::IRQ_MASK);
+        bar.write32(u32::MAX, regs::IRQ_CLEAR);
+
+        // SAFETY: Nothing else maps or allocates DMA memory for this device during probe.
+        unsafe { pdev.dma_set_mask_and_coherent(DmaMask::try_new(DMA_BITS)?)? };
+
+        let vectors = Vectors::alloc_msix(pdev, 1, 1)
+            .inspect_err(|e| dev_err!(pdev, "cannot allocate an MSI-X vector: {:?}\n", e))?;
+        // SAFETY: `irq` ends up in `MirageRegData` ahead of `vectors`, or is dropped before them
+        // on the error paths below (locals drop in reverse order).
+        let request = unsafe { vectors.request(0)? };
+        let irq = KBox::pin_init(
+            // SAFETY: The registration is owned by a `Pin<KBox>` that is never leaked.
+            unsafe {
+                irq::Registration::new(
+                    request,
+                    irq::Flags::empty(),
+                    c"mirage",
+                    IrqHandler::new(bar.clone()),
+                )
+            },
+            GFP_KERNEL,
+        )?;
+        ping_self_test(pdev, &bar, irq.handler())?;
+
+        let drm = drm::UnregisteredDevice::<MirageDriver>::new(pdev, Ok(MirageData { info }))?;
+        let reg_data = try_pin_init!(MirageRegData {
+            _irq: irq,
+            _vectors: vectors,
+        }? Error);
+        // SAFETY: The registration is stored in `MiragePci` and dropped at unbind.
+        let reg = unsafe { drm::Registration::new(pdev.as_ref(), drm, reg_data, 0)? };
+
+        dev_info!(
+            pdev,
+            "mirage GPU v{}.{}: {} MiB VRAM, {}-bit VA\n",
+            info.hw_version >> 16,
+            info.hw_version & 0xffff,
+            info.vram_size >> 20,
+            info.va_bits
+        );
+        Ok(MiragePci { _reg: reg, bar })
+    }
+
+    fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        // The device must not interrupt once the handler is gone.
+        this.bar.write32(0, regs::IRQ_MASK);
+    }
+}
+
+const INFO: drm::DriverInfo = drm::DriverInfo {
+    major: 0,
+    minor: 1,
+    patchlevel: 0,
+    name: c"mirage",
+    desc: c"mirage virtual GPU",
+};
+
+#[vtable]
+impl drm::Driver for MirageDriver {
+    type Data = MirageData;
+    type RegistrationData<'a> = MirageRegData<'a>;
+    type File = MirageFile;
+    type Object = Bo;
+    type ParentDevice<Ctx: DeviceContext> = pci::Device<Ctx>;
+
+    const INFO: drm::DriverInfo = INFO;
+    const FEAT_RENDER: bool = true;
+
+    kernel::declare_drm_ioctls! {
+        (MIRAGE_GET_PARAM, drm_mirage_get_param, ioctl::RENDER_ALLOW, MirageFile::get_param),
+    }
+}

@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! mirage: Rust DRM driver for the mirage virtual GPU.
+//!
+//! The device is a PCI function served to QEMU over vfio-user by `tools/mirage-gpu`; see
+//! `Documentation/gpu/mirage.rst`.
+
+mod driver;
+mod file;
+mod gem;
+mod irq;
+mod params;
+mod regs;
+
+kernel::module_pci_driver! {
+    type: driver::MirageDriver,
+    name: "mirage",
+    authors: ["The mirage developers"],
+    description: "Rust DRM driver for the mirage virtual GPU",
+    license: "Dual MIT/GPL",
+}

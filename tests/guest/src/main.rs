@@ -1,0 +1,179 @@
+//! In-guest tests of the mirage driver through its render node.
+//!
+//! Output is KTAP, parsed by `scripts/runner.py` next to the kernel's own
+//! KUnit results. `mirage-tests [FILTER]` runs the tests whose name contains
+//! FILTER. The exit status is nonzero if any test failed.
+
+use mirage::uapi::*;
+use mirage::Device;
+use std::io;
+
+type TestResult = Result<(), String>;
+
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+fn errno(r: io::Result<()>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// The mirage function's sysfs directory, found by PCI ID, independent of the driver.
+fn pci_dir() -> Result<std::path::PathBuf, String> {
+    let rd = std::fs::read_dir("/sys/bus/pci/devices").map_err(|e| e.to_string())?;
+    for e in rd.flatten() {
+        let p = e.path();
+        let rd = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        if rd("vendor").trim() == "0x1b36" && rd("device").trim() == "0x4d47" {
+            return Ok(p);
+        }
+    }
+    Err("no 1b36:4d47 PCI function in sysfs".into())
+}
+
+fn bar_size(bar: usize) -> Result<u64, String> {
+    let res = std::fs::read_to_string(pci_dir()?.join("resource")).map_err(|e| e.to_string())?;
+    let line = res.lines().nth(bar).ok_or("short resource file")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap_or(0))
+        .collect();
+    check!(f.len() == 3 && f[1] > f[0], "BAR{bar} not assigned: {line}");
+    Ok(f[1] - f[0] + 1)
+}
+
+fn driver_version(d: &Device) -> TestResult {
+    let v = d.version().map_err(|e| e.to_string())?;
+    check!(v.name == "mirage", "name {:?}", v.name);
+    check!((v.major, v.minor, v.patchlevel) == (0, 1, 0), "version {v:?}");
+    check!(v.desc == "mirage virtual GPU", "desc {:?}", v.desc);
+    Ok(())
+}
+
+fn bound_to_the_mirage_pci_driver(_: &Device) -> TestResult {
+    let link = std::fs::read_link(pci_dir()?.join("driver")).map_err(|e| e.to_string())?;
+    check!(link.ends_with("mirage"), "bound to {}", link.display());
+    Ok(())
+}
+
+fn get_param_values(d: &Device) -> TestResult {
+    let p = |x| d.get_param(x).map_err(|e| format!("param {x}: {e}"));
+    check!(p(DRM_MIRAGE_PARAM_DEVICE_ID)? == 0x1b36_4d47, "device id");
+    check!(p(DRM_MIRAGE_PARAM_HW_VERSION)? == 0x0001_0000, "hw version");
+    check!(p(DRM_MIRAGE_PARAM_VA_BITS)? == 48, "va bits");
+    check!(p(DRM_MIRAGE_PARAM_PAGE_SIZES)? == 0x4020_1000, "page sizes");
+    check!(p(DRM_MIRAGE_PARAM_HW_FEATURES)? == 0b111, "features");
+    // The VRAM register must agree with the BAR the PCI core sized.
+    let vram = p(DRM_MIRAGE_PARAM_VRAM_SIZE)?;
+    let bar2 = bar_size(2)?;
+    check!(vram == bar2, "VRAM_SIZE {vram:#x} but BAR2 is {bar2:#x}");
+    Ok(())
+}
+
+fn get_param_rejects_bad_input(d: &Device) -> TestResult {
+    let base = DrmMirageGetParam {
+        param: DRM_MIRAGE_PARAM_VA_BITS,
+        ..Default::default()
+    };
+    let cases: [(&str, DrmMirageGetParam); 6] = [
+        ("unknown param", DrmMirageGetParam { param: 6, ..base }),
+        ("huge param", DrmMirageGetParam { param: u32::MAX, ..base }),
+        ("extensions", DrmMirageGetParam { extensions: 0x1000, ..base }),
+        ("pad", DrmMirageGetParam { pad: 1, ..base }),
+        ("reserved[0]", DrmMirageGetParam { reserved: [1, 0], ..base }),
+        ("reserved[1]", DrmMirageGetParam { reserved: [0, u64::MAX], ..base }),
+    ];
+    for (what, mut a) in cases {
+        let before = a;
+        let e = errno(d.get_param_raw(&mut a));
+        check!(e == Some(libc::EINVAL), "{what}: got {e:?}, want EINVAL");
+        check!(a == before, "{what}: argument modified on failure");
+    }
+    // Output-only `value` is ignored on input.
+    let mut a = DrmMirageGetParam { value: u64::MAX, ..base };
+    d.get_param_raw(&mut a).map_err(|e| e.to_string())?;
+    check!(a.value == 48, "value {}", a.value);
+    Ok(())
+}
+
+fn get_param_bad_pointer_is_efault(d: &Device) -> TestResult {
+    // SAFETY: the kernel must refuse the unmapped address without touching our memory.
+    let r = unsafe {
+        mirage::ioctl::<DrmMirageGetParam>(d.file(), DRM_IOCTL_MIRAGE_GET_PARAM, 8 as *mut _)
+    };
+    let e = errno(r);
+    check!(e == Some(libc::EFAULT), "got {e:?}");
+    Ok(())
+}
+
+fn unknown_driver_ioctl_is_einval(d: &Device) -> TestResult {
+    let mut a = DrmMirageGetParam::default();
+    let req = DRM_IOCTL_MIRAGE_GET_PARAM + 1; // next driver ioctl number: not defined
+    // SAFETY: the argument is a valid buffer of the encoded size.
+    let r = unsafe { mirage::ioctl(d.file(), req, &mut a) };
+    let e = errno(r);
+    check!(e == Some(libc::EINVAL), "got {e:?}");
+    Ok(())
+}
+
+fn info_matches_params(d: &Device) -> TestResult {
+    let info = mirage::Info::query(d).map_err(|e| e.to_string())?;
+    let text = info.to_string();
+    check!(text.contains("device:      1b36:4d47"), "{text}");
+    check!(text.contains("page sizes:  4K 2M 1G"), "{text}");
+    Ok(())
+}
+
+fn many_clients_open_and_query(_: &Device) -> TestResult {
+    let devs: Vec<Device> = (0..16).map(|_| Device::open()).collect::<io::Result<_>>().map_err(|e| e.to_string())?;
+    for d in &devs {
+        check!(d.get_param(DRM_MIRAGE_PARAM_VA_BITS).map_err(|e| e.to_string())? == 48, "va bits");
+    }
+    Ok(())
+}
+
+const TESTS: &[(&str, fn(&Device) -> TestResult)] = &[
+    ("driver_version", driver_version),
+    ("bound_to_the_mirage_pci_driver", bound_to_the_mirage_pci_driver),
+    ("get_param_values", get_param_values),
+    ("get_param_rejects_bad_input", get_param_rejects_bad_input),
+    ("get_param_bad_pointer_is_efault", get_param_bad_pointer_is_efault),
+    ("unknown_driver_ioctl_is_einval", unknown_driver_ioctl_is_einval),
+    ("info_matches_params", info_matches_params),
+    ("many_clients_open_and_query", many_clients_open_and_query),
+];
+
+fn main() -> std::process::ExitCode {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let tests: Vec<_> = TESTS.iter().filter(|(n, _)| n.contains(&filter)).collect();
+    println!("KTAP version 1");
+    println!("# Subtest: mirage_guest");
+    println!("1..{}", tests.len());
+    let dev = Device::open();
+    let mut failed = 0;
+    for (i, (name, f)) in tests.iter().enumerate() {
+        let r = match &dev {
+            Ok(d) => f(d),
+            Err(e) => Err(format!("cannot open the mirage render node: {e}")),
+        };
+        match r {
+            Ok(()) => println!("ok {} {name}", i + 1),
+            Err(e) => {
+                failed += 1;
+                for l in e.lines() {
+                    println!("# {name}: {l}");
+                }
+                println!("not ok {} {name}", i + 1);
+            }
+        }
+    }
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
