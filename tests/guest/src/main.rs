@@ -49,7 +49,10 @@ fn bar_size(bar: usize) -> Result<u64, String> {
 fn driver_version(d: &Device) -> TestResult {
     let v = d.version().map_err(|e| e.to_string())?;
     check!(v.name == "mirage", "name {:?}", v.name);
-    check!((v.major, v.minor, v.patchlevel) == (0, 1, 0), "version {v:?}");
+    check!(
+        (v.major, v.minor, v.patchlevel) == (0, 1, 0),
+        "version {v:?}"
+    );
     check!(v.desc == "mirage virtual GPU", "desc {:?}", v.desc);
     Ok(())
 }
@@ -81,11 +84,35 @@ fn get_param_rejects_bad_input(d: &Device) -> TestResult {
     };
     let cases: [(&str, DrmMirageGetParam); 6] = [
         ("unknown param", DrmMirageGetParam { param: 6, ..base }),
-        ("huge param", DrmMirageGetParam { param: u32::MAX, ..base }),
-        ("extensions", DrmMirageGetParam { extensions: 0x1000, ..base }),
+        (
+            "huge param",
+            DrmMirageGetParam {
+                param: u32::MAX,
+                ..base
+            },
+        ),
+        (
+            "extensions",
+            DrmMirageGetParam {
+                extensions: 0x1000,
+                ..base
+            },
+        ),
         ("pad", DrmMirageGetParam { pad: 1, ..base }),
-        ("reserved[0]", DrmMirageGetParam { reserved: [1, 0], ..base }),
-        ("reserved[1]", DrmMirageGetParam { reserved: [0, u64::MAX], ..base }),
+        (
+            "reserved[0]",
+            DrmMirageGetParam {
+                reserved: [1, 0],
+                ..base
+            },
+        ),
+        (
+            "reserved[1]",
+            DrmMirageGetParam {
+                reserved: [0, u64::MAX],
+                ..base
+            },
+        ),
     ];
     for (what, mut a) in cases {
         let before = a;
@@ -94,7 +121,10 @@ fn get_param_rejects_bad_input(d: &Device) -> TestResult {
         check!(a == before, "{what}: argument modified on failure");
     }
     // Output-only `value` is ignored on input.
-    let mut a = DrmMirageGetParam { value: u64::MAX, ..base };
+    let mut a = DrmMirageGetParam {
+        value: u64::MAX,
+        ..base
+    };
     d.get_param_raw(&mut a).map_err(|e| e.to_string())?;
     check!(a.value == 48, "value {}", a.value);
     Ok(())
@@ -103,7 +133,7 @@ fn get_param_rejects_bad_input(d: &Device) -> TestResult {
 fn get_param_bad_pointer_is_efault(d: &Device) -> TestResult {
     // SAFETY: the kernel must refuse the unmapped address without touching our memory.
     let r = unsafe {
-        mirage::ioctl::<DrmMirageGetParam>(d.file(), DRM_IOCTL_MIRAGE_GET_PARAM, 8 as *mut _)
+        mirage::ioctl::<DrmMirageGetParam>(d.file(), DRM_IOCTL_MIRAGE_GET_PARAM, 0x1000 as *mut _)
     };
     let e = errno(r);
     check!(e == Some(libc::EFAULT), "got {e:?}");
@@ -113,7 +143,7 @@ fn get_param_bad_pointer_is_efault(d: &Device) -> TestResult {
 fn unknown_driver_ioctl_is_einval(d: &Device) -> TestResult {
     let mut a = DrmMirageGetParam::default();
     let req = DRM_IOCTL_MIRAGE_GET_PARAM + 1; // next driver ioctl number: not defined
-    // SAFETY: the argument is a valid buffer of the encoded size.
+                                              // SAFETY: the argument is a valid buffer of the encoded size.
     let r = unsafe { mirage::ioctl(d.file(), req, &mut a) };
     let e = errno(r);
     check!(e == Some(libc::EINVAL), "got {e:?}");
@@ -129,20 +159,39 @@ fn info_matches_params(d: &Device) -> TestResult {
 }
 
 fn many_clients_open_and_query(_: &Device) -> TestResult {
-    let devs: Vec<Device> = (0..16).map(|_| Device::open()).collect::<io::Result<_>>().map_err(|e| e.to_string())?;
+    let devs: Vec<Device> = (0..16)
+        .map(|_| Device::open())
+        .collect::<io::Result<_>>()
+        .map_err(|e| e.to_string())?;
     for d in &devs {
-        check!(d.get_param(DRM_MIRAGE_PARAM_VA_BITS).map_err(|e| e.to_string())? == 48, "va bits");
+        check!(
+            d.get_param(DRM_MIRAGE_PARAM_VA_BITS)
+                .map_err(|e| e.to_string())?
+                == 48,
+            "va bits"
+        );
     }
     Ok(())
 }
 
-const TESTS: &[(&str, fn(&Device) -> TestResult)] = &[
+type Test = fn(&Device) -> TestResult;
+
+const TESTS: &[(&str, Test)] = &[
     ("driver_version", driver_version),
-    ("bound_to_the_mirage_pci_driver", bound_to_the_mirage_pci_driver),
+    (
+        "bound_to_the_mirage_pci_driver",
+        bound_to_the_mirage_pci_driver,
+    ),
     ("get_param_values", get_param_values),
     ("get_param_rejects_bad_input", get_param_rejects_bad_input),
-    ("get_param_bad_pointer_is_efault", get_param_bad_pointer_is_efault),
-    ("unknown_driver_ioctl_is_einval", unknown_driver_ioctl_is_einval),
+    (
+        "get_param_bad_pointer_is_efault",
+        get_param_bad_pointer_is_efault,
+    ),
+    (
+        "unknown_driver_ioctl_is_einval",
+        unknown_driver_ioctl_is_einval,
+    ),
     ("info_matches_params", info_matches_params),
     ("many_clients_open_and_query", many_clients_open_and_query),
 ];
@@ -150,9 +199,12 @@ const TESTS: &[(&str, fn(&Device) -> TestResult)] = &[
 fn main() -> std::process::ExitCode {
     let filter = std::env::args().nth(1).unwrap_or_default();
     let tests: Vec<_> = TESTS.iter().filter(|(n, _)| n.contains(&filter)).collect();
+    // The same nesting as KUnit's output, so one parser reads both.
     println!("KTAP version 1");
-    println!("# Subtest: mirage_guest");
-    println!("1..{}", tests.len());
+    println!("1..1");
+    println!("    KTAP version 1");
+    println!("    # Subtest: mirage_guest");
+    println!("    1..{}", tests.len());
     let dev = Device::open();
     let mut failed = 0;
     for (i, (name, f)) in tests.iter().enumerate() {
@@ -161,16 +213,20 @@ fn main() -> std::process::ExitCode {
             Err(e) => Err(format!("cannot open the mirage render node: {e}")),
         };
         match r {
-            Ok(()) => println!("ok {} {name}", i + 1),
+            Ok(()) => println!("    ok {} {name}", i + 1),
             Err(e) => {
                 failed += 1;
                 for l in e.lines() {
-                    println!("# {name}: {l}");
+                    println!("    # {name}: {l}");
                 }
-                println!("not ok {} {name}", i + 1);
+                println!("    not ok {} {name}", i + 1);
             }
         }
     }
+    println!(
+        "{} 1 mirage_guest",
+        if failed == 0 { "ok" } else { "not ok" }
+    );
     if failed == 0 {
         std::process::ExitCode::SUCCESS
     } else {

@@ -122,7 +122,9 @@ impl Device {
     fn write32(&mut self, off: u64, val: u32) {
         match off {
             SCRATCH => self.regs.scratch = val,
-            DMA_ADDR_LO => self.regs.dma_addr = (self.regs.dma_addr & !0xffff_ffff) | u64::from(val),
+            DMA_ADDR_LO => {
+                self.regs.dma_addr = (self.regs.dma_addr & !0xffff_ffff) | u64::from(val)
+            }
             DMA_ADDR_HI => {
                 self.regs.dma_addr = (self.regs.dma_addr & 0xffff_ffff) | (u64::from(val) << 32)
             }
@@ -153,7 +155,7 @@ impl Device {
     /// Fills `DMA_LEN` bytes at `DMA_ADDR` with the 32-bit `DMA_PATTERN`.
     fn dma_fill(&self) -> u32 {
         let r = &self.regs;
-        if r.dma_len == 0 || r.dma_len % 4 != 0 || r.dma_len > DMA_MAX_LEN {
+        if r.dma_len == 0 || !r.dma_len.is_multiple_of(4) || r.dma_len > DMA_MAX_LEN {
             return DMA_INVALID;
         }
         let buf: Vec<u8> = r
@@ -189,7 +191,7 @@ impl Device {
     pub fn mmio_read(&mut self, off: u64, data: &mut [u8]) {
         data.fill(0);
         let len = data.len() as u64;
-        if !matches!(len, 1 | 2 | 4 | 8) || off % len != 0 || off + len > BAR0_SIZE {
+        if !matches!(len, 1 | 2 | 4 | 8) || !off.is_multiple_of(len) || off + len > BAR0_SIZE {
             return;
         }
         let mut bytes = [0u8; 8];
@@ -206,7 +208,7 @@ impl Device {
     /// are split low dword first, narrower writes are ignored.
     pub fn mmio_write(&mut self, off: u64, data: &[u8]) {
         let len = data.len() as u64;
-        if !matches!(len, 4 | 8) || off % len != 0 || off + len > BAR0_SIZE {
+        if !matches!(len, 4 | 8) || !off.is_multiple_of(len) || off + len > BAR0_SIZE {
             return;
         }
         for (i, chunk) in data.chunks_exact(4).enumerate() {
@@ -261,7 +263,15 @@ mod tests {
     #[test]
     fn read_only_registers_ignore_writes() {
         let (mut d, _) = dev(Inject::default());
-        for off in [ID, VERSION, FEATURES, VRAM_SIZE_LO, VA_BITS, IRQ_STATUS, PING_COUNT] {
+        for off in [
+            ID,
+            VERSION,
+            FEATURES,
+            VRAM_SIZE_LO,
+            VA_BITS,
+            IRQ_STATUS,
+            PING_COUNT,
+        ] {
             let before = rd(&mut d, off);
             wr(&mut d, off, 0xdead_beef);
             assert_eq!(rd(&mut d, off), before, "offset {off:#x}");
@@ -408,7 +418,10 @@ mod tests {
         wr(&mut d, DB_PING, 1);
         assert_eq!(rd(&mut d, IRQ_STATUS), IRQ_PING);
         assert_eq!(irqs.get(0), 0);
-        assert_eq!("bogus".parse::<Inject>(), Err("unknown injection 'bogus'".into()));
+        assert_eq!(
+            "bogus".parse::<Inject>(),
+            Err("unknown injection 'bogus'".into())
+        );
         assert_eq!("".parse::<Inject>(), Ok(Inject::default()));
     }
 }

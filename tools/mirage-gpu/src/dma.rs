@@ -101,12 +101,20 @@ impl GuestMemory {
     }
 
     pub fn clear(&self) {
-        self.regions.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Splits `[iova, iova + len)` into host pieces and calls `f` with each
     /// piece's pointer and its offset in the access.
-    fn for_each(&self, iova: u64, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> Result<(), DmaFault> {
+    fn for_each(
+        &self,
+        iova: u64,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), DmaFault> {
         let v = self.regions.read().unwrap_or_else(|e| e.into_inner());
         let mut done = 0usize;
         while done < len {
@@ -183,7 +191,10 @@ mod tests {
         assert_eq!(mem.write(0x1ff8, &[1; 16]), Err(DmaFault { iova: 0x2000 }));
         assert_eq!(mem.read(0x500, &mut [0; 4]), Err(DmaFault { iova: 0x500 }));
         mem.unmap(0x1000, 4096);
-        assert_eq!(mem.read(0x1000, &mut [0; 4]), Err(DmaFault { iova: 0x1000 }));
+        assert_eq!(
+            mem.read(0x1000, &mut [0; 4]),
+            Err(DmaFault { iova: 0x1000 })
+        );
         drop(mem);
         assert!(a.iter().all(|&x| x == 0));
     }

@@ -26,7 +26,13 @@ impl log::Log for StderrLogger {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            eprintln!("[{}.{:06} mirage-gpu {}] {}", t.as_secs(), t.subsec_micros(), r.level(), r.args());
+            eprintln!(
+                "[{}.{:06} mirage-gpu {}] {}",
+                t.as_secs(),
+                t.subsec_micros(),
+                r.level(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}
@@ -83,13 +89,14 @@ fn main() -> ExitCode {
     };
     // The crate refuses an existing path; a previous run killed by a signal leaves one.
     let _ = std::fs::remove_file(&socket);
-    let server = match vfio_user::Server::new(&socket, true, Backend::irqs_info(), backend.regions()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mirage-gpu: cannot listen on {}: {e}", socket.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    let server =
+        match vfio_user::Server::new(&socket, true, Backend::irqs_info(), backend.regions()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mirage-gpu: cannot listen on {}: {e}", socket.display());
+                return ExitCode::FAILURE;
+            }
+        };
     log::info!(
         "listening on {} (VRAM {} MiB, inject {:?})",
         socket.display(),

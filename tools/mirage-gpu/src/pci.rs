@@ -35,7 +35,7 @@ impl ConfigSpace {
         c.put16(0x2e, DEVICE_ID); // subsystem
         c.bytes[0x34] = MSIX_CAP as u8;
         c.bytes[0x3d] = 1; // INTA#, unused but conventional
-        // BAR0: 32-bit non-prefetchable MMIO registers.
+                           // BAR0: 32-bit non-prefetchable MMIO registers.
         c.bar_size[0] = regs::BAR0_SIZE;
         c.put32(0x10, 0);
         // BAR2/3: 64-bit prefetchable VRAM.

@@ -181,7 +181,10 @@ impl ServerBackend for Backend {
         count: u32,
         fds: Vec<File>,
     ) -> std::io::Result<()> {
-        debug!("set_irqs index={index} flags={flags:#x} start={start} count={count} fds={}", fds.len());
+        debug!(
+            "set_irqs index={index} flags={flags:#x} start={start} count={count} fds={}",
+            fds.len()
+        );
         if index != VFIO_PCI_MSIX_IRQ_INDEX || flags & VFIO_IRQ_SET_ACTION_TRIGGER == 0 {
             return Ok(());
         }

@@ -53,7 +53,10 @@ impl Device {
             path: path.to_path_buf(),
         };
         if dev.version()?.name != "mirage" {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "not a mirage device"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a mirage device",
+            ));
         }
         Ok(dev)
     }
@@ -62,13 +65,18 @@ impl Device {
     pub fn open() -> io::Result<Device> {
         let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev/dri")?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("renderD")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("renderD"))
+            })
             .collect();
         nodes.sort();
         nodes
             .iter()
             .find_map(|p| Device::open_path(p).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no mirage render node in /dev/dri"))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "no mirage render node in /dev/dri")
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -165,9 +173,23 @@ pub fn page_sizes_str(bitmap: u64) -> String {
 impl std::fmt::Display for Info {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = &self.driver;
-        writeln!(f, "driver:      {} {}.{}.{} ({})", d.name, d.major, d.minor, d.patchlevel, d.desc)?;
-        writeln!(f, "device:      {:04x}:{:04x}", self.device_id >> 16, self.device_id & 0xffff)?;
-        writeln!(f, "hw version:  {}.{}", self.hw_version >> 16, self.hw_version & 0xffff)?;
+        writeln!(
+            f,
+            "driver:      {} {}.{}.{} ({})",
+            d.name, d.major, d.minor, d.patchlevel, d.desc
+        )?;
+        writeln!(
+            f,
+            "device:      {:04x}:{:04x}",
+            self.device_id >> 16,
+            self.device_id & 0xffff
+        )?;
+        writeln!(
+            f,
+            "hw version:  {}.{}",
+            self.hw_version >> 16,
+            self.hw_version & 0xffff
+        )?;
         writeln!(f, "vram:        {} MiB", self.vram_size >> 20)?;
         writeln!(f, "va bits:     {}", self.va_bits)?;
         writeln!(f, "page sizes:  {}", page_sizes_str(self.page_sizes))?;

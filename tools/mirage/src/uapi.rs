@@ -48,7 +48,11 @@ pub struct DrmVersion {
     pub desc: *mut u8,
 }
 
-pub const DRM_IOCTL_VERSION: u64 = ioc(IOC_READ | IOC_WRITE, 0x00, std::mem::size_of::<DrmVersion>());
+pub const DRM_IOCTL_VERSION: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x00,
+    std::mem::size_of::<DrmVersion>(),
+);
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use kernel::{
     pci::{self, IrqVectorRegistration},
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         Arc,
     },
 };
@@ -75,6 +75,7 @@ unsafe impl Sync for Vectors<'_> {}
 pub(crate) struct IrqHandler<'bound> {
     bar: Arc<Bar0<'bound>>,
     pings: Atomic<u32>,
+    dma_done: Atomic<u32>,
 }
 
 impl<'bound> IrqHandler<'bound> {
@@ -82,12 +83,18 @@ impl<'bound> IrqHandler<'bound> {
         Self {
             bar,
             pings: Atomic::new(0),
+            dma_done: Atomic::new(0),
         }
     }
 
     /// Ping interrupts seen since the handler was registered.
     pub(crate) fn pings(&self) -> u32 {
         self.pings.load(Relaxed)
+    }
+
+    /// DMA-fill completion interrupts seen since the handler was registered.
+    pub(crate) fn dma_done(&self) -> u32 {
+        self.dma_done.load(Acquire)
     }
 }
 
@@ -102,6 +109,10 @@ impl irq::Handler for IrqHandler<'_> {
         bar.write32(status, regs::IRQ_CLEAR);
         if status & regs::IRQ_PING != 0 {
             self.pings.fetch_add(1, Relaxed);
+        }
+        if status & regs::IRQ_DMA != 0 {
+            // Release: whoever sees the count also sees the device's writes.
+            self.dma_done.fetch_add(1, Release);
         }
         IrqReturn::Handled
     }

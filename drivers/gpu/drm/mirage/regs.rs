@@ -27,7 +27,17 @@ pub(crate) const IRQ_MASK: usize = 0x028;
 pub(crate) const IRQ_STATUS: usize = 0x02c;
 pub(crate) const PING_COUNT: usize = 0x030;
 pub(crate) const PING_VALUE: usize = 0x034;
+pub(crate) const DMA_ADDR_LO: usize = 0x040;
+pub(crate) const DMA_ADDR_HI: usize = 0x044;
+pub(crate) const DMA_LEN: usize = 0x048;
+pub(crate) const DMA_PATTERN: usize = 0x04c;
+pub(crate) const DMA_STATUS: usize = 0x050;
 
 pub(crate) const DB_PING: usize = 0x1000;
+pub(crate) const DB_DMA_FILL: usize = 0x1004;
 
 pub(crate) const IRQ_PING: u32 = 1 << 0;
+pub(crate) const IRQ_DMA: u32 = 1 << 1;
+
+/// DMA_STATUS after a fill that wrote every byte.
+pub(crate) const DMA_DONE: u32 = 1;

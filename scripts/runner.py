@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Boot the mirage test guest against the virtual GPU and judge the result.
+
+The runner starts `mirage-gpu` on the host, boots QEMU from the toolchain
+chroot with the device attached over vfio-user, collects the serial log,
+parses KTAP (KUnit and in-guest tests), the guest init's "MIRAGE: " markers
+and kernel splats, and keeps every log in the results folder. It kills only
+the processes it started.
+
+    runner.py run                  # the demo: boot, modprobe, `mirage info`
+    runner.py check [--only NAME]  # every guest scenario (or one); prints results
+
+`check` prints one line per result and ends with "N passed, N failed".
+"""
+
+import argparse
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("MIRAGE_CACHE", "/var/cache/mirage"))
+CHROOT = CACHE / "chroot"
+KBUILD_IN = "/build/kbuild"
+MODROOT = CHROOT / "build/modroot"
+RESULTS = Path(os.environ.get("MIRAGE_RESULTS", ROOT / "results"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+GUEST_BIN = TARGET / "x86_64-unknown-linux-gnu/release"
+HOST_BIN = TARGET / "release"
+VRAM = os.environ.get("MIRAGE_VRAM", "64M")
+
+# Splats that fail a run wherever they appear in the serial log.
+SPLAT = re.compile(
+    r"(WARNING:|BUG:|Oops|Kernel panic|general protection fault|UBSAN:|"
+    r"possible circular locking|possible recursive locking|inconsistent lock state|"
+    r"suspicious RCU usage|detected stalls|unreferenced object 0x|"
+    r"kmemleak: \d+ new suspected memory leaks)"
+)
+TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+KTAP_CASE = re.compile(r"^(\s+)(not ok|ok) (\d+) ([^#]*?)\s*(#\s*(SKIP|TODO).*)?$")
+SUBTEST = re.compile(r"^\s*# Subtest: (\S+)")
+
+
+def log(msg):
+    print(f"[runner] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Result:
+    name: str
+    status: str  # "pass", "fail" or "skip"
+    detail: str = ""
+
+
+@dataclass
+class Scenario:
+    name: str
+    mode: str
+    inject: str = ""
+    timeout: int = 600
+    expect_log: list = field(default_factory=list)
+
+
+# What `make check` boots. The probe-fail scenarios prove that the driver
+# notices a broken device: were its ID check or its interrupt self-test
+# removed, they would bind and fail here.
+SCENARIOS = {
+    "guest": Scenario("guest", "test"),
+    "bad-id": Scenario(
+        "bad-id", "probe-fail", inject="bad-id",
+        expect_log=["ID register reads 0xb8beadb2, expected 0x4741524d: not a mirage GPU"],
+    ),
+    "no-irq": Scenario(
+        "no-irq", "probe-fail", inject="drop-irqs",
+        expect_log=["interrupt self-test failed: no MSI-X interrupt"],
+    ),
+}
+
+
+# --- initramfs -------------------------------------------------------------
+
+def cpio_newc(entries):
+    """Serialise (path, mode, data-or-None, link-target-or-None) as newc."""
+    out = bytearray()
+    ino = 1
+    for path, mode, data, target in entries + [("TRAILER!!!", 0, b"", None)]:
+        body = target.encode() if target is not None else (data or b"")
+        name = path.encode() + b"\0"
+        hdr = "070701" + "".join(f"{v:08x}" for v in (
+            ino, mode, 0, 0, 1, 0, len(body), 0, 0, 0, 0, len(name), 0))
+        out += hdr.encode() + name
+        out += b"\0" * (-len(out) % 4)
+        out += body
+        out += b"\0" * (-len(out) % 4)
+        ino += 1
+    return bytes(out)
+
+
+def build_initramfs(dest):
+    entries = []
+    for d in ["bin", "usr", "usr/bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]:
+        entries.append((d, 0o040755, None, None))
+    entries.append(("init", 0o100755, (ROOT / "scripts/guest-init.sh").read_bytes(), None))
+    entries.append(("bin/busybox", 0o100755, (CHROOT / "bin/busybox").read_bytes(), None))
+    entries.append(("bin/sh", 0o120777, None, "busybox"))
+    for exe in ["mirage", "mirage-tests"]:
+        p = GUEST_BIN / exe
+        if not p.exists():
+            raise SystemExit(f"missing guest binary {p}; run scripts/mirage.sh")
+        entries.append((f"usr/bin/{exe}", 0o100755, p.read_bytes(), None))
+    mods = MODROOT / "lib/modules"
+    if not mods.is_dir():
+        raise SystemExit(f"no modules in {mods}; run scripts/kernel.sh")
+    for p in sorted(mods.rglob("*")):
+        rel = "lib/modules/" + str(p.relative_to(mods))
+        if p.is_symlink():
+            continue  # build/ and source/ point into the build tree
+        if p.is_dir():
+            entries.append((rel, 0o040755, None, None))
+        else:
+            entries.append((rel, 0o100644, p.read_bytes(), None))
+    dest.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=1))
+
+
+# --- processes -------------------------------------------------------------
+
+class Proc:
+    """A child in its own session, so that killing it kills only what it spawned."""
+
+    def __init__(self, argv, logfile):
+        self.log = open(logfile, "wb")
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self):
+        if self.p.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.p.pid, sig)
+                except ProcessLookupError:
+                    break
+                if self.wait(3) is not None:
+                    break
+        self.log.close()
+
+
+def qemu_argv(accel, kernel_args, sock_in, initrd_in):
+    return [
+        "chroot", str(CHROOT), "qemu-system-x86_64",
+        "-nodefaults", "-display", "none", "-serial", "stdio", "-monitor", "none",
+        "-no-reboot", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
+        "-smp", "2", "-m", "1G",
+        "-object", "memory-backend-memfd,id=mem,size=1G,share=on",
+        "-machine", "q35,memory-backend=mem",
+        "-kernel", f"{KBUILD_IN}/arch/x86/boot/bzImage",
+        "-initrd", initrd_in,
+        "-append", f"console=ttyS0 panic=-1 oops=panic {kernel_args}",
+    ] + ([] if sock_in is None else [
+        "-device", '{"driver":"vfio-user-pci","socket":{"path":"%s","type":"unix"}}' % sock_in,
+    ])
+
+
+class Run:
+    """A scratch directory inside the chroot, seen by QEMU at `self.inside`."""
+
+    def __init__(self, tag):
+        self.inside = f"/var/tmp/mirage-run-{os.getpid()}-{tag}"
+        self.host = CHROOT / self.inside.lstrip("/")
+        shutil.rmtree(self.host, ignore_errors=True)
+        self.host.mkdir(parents=True)
+
+    def cleanup(self):
+        shutil.rmtree(self.host, ignore_errors=True)
+
+
+def pick_accel(initrd_run):
+    """KVM when a quick probe boots, else TCG. The verdict is cached per host."""
+    forced = os.environ.get("MIRAGE_ACCEL")
+    if forced:
+        return forced
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    key = hashlib.sha256((os.uname().release + os.uname().version).encode()).hexdigest()[:16]
+    cache = CACHE / f"accel-{key}"
+    if cache.exists():
+        return cache.read_text().strip()
+    run = Run("kvmprobe")
+    try:
+        shutil.copy(initrd_run, run.host / "initramfs.gz")
+        logf = run.host / "serial.log"
+        q = Proc(qemu_argv("kvm", "mirage.mode=alive", None, f"{run.inside}/initramfs.gz"), logf)
+        q.wait(30)
+        q.kill()
+        ok = "MIRAGE: done" in logf.read_text(errors="replace")
+    finally:
+        run.cleanup()
+    accel = "kvm" if ok else "tcg"
+    log(f"KVM probe {'booted' if ok else 'failed'}: using {accel}")
+    cache.write_text(accel + "\n")
+    return accel
+
+
+# --- one boot --------------------------------------------------------------
+
+def boot(sc, accel, initrd, outdir):
+    """Boots one scenario; returns (serial text, results)."""
+    run = Run(sc.name)
+    results = []
+    gpu = qemu = None
+    try:
+        shutil.copy(initrd, run.host / "initramfs.gz")
+        sock = run.host / "gpu.sock"
+        gpu_argv = [str(HOST_BIN / "mirage-gpu"), "--socket", str(sock), "--vram-size", VRAM]
+        if sc.inject:
+            gpu_argv += ["--inject", sc.inject]
+        gpu = Proc(gpu_argv, outdir / f"{sc.name}-gpu.log")
+        deadline = time.time() + 10
+        while not sock.exists():
+            if gpu.p.poll() is not None or time.time() > deadline:
+                return "", [Result(f"{sc.name}: device", "fail", "mirage-gpu did not start listening")]
+            time.sleep(0.05)
+        serial = outdir / f"{sc.name}-serial.log"
+        t0 = time.time()
+        qemu = Proc(qemu_argv(accel, f"mirage.mode={sc.mode}", f"{run.inside}/gpu.sock",
+                              f"{run.inside}/initramfs.gz"), serial)
+        rc = qemu.wait(sc.timeout)
+        took = time.time() - t0
+        if rc is None:
+            results.append(Result(f"{sc.name}: boot", "fail", f"timed out after {sc.timeout} s"))
+        qemu.kill()
+        gpu_rc = gpu.wait(10)
+        text = serial.read_text(errors="replace")
+        log(f"{sc.name}: guest ran {took:.1f} s (accel {accel}, qemu rc {rc}, device rc {gpu_rc})")
+        return text, results
+    finally:
+        for p in (qemu, gpu):
+            if p is not None:
+                p.kill()
+        run.cleanup()
+
+
+def strip(text):
+    return [TIMESTAMP.sub("", l.rstrip("\r")) for l in text.splitlines()]
+
+
+def parse_ktap(lines):
+    """Test cases of every KTAP subtest in the log, named suite.case."""
+    out = []
+    stack = []
+    for l in lines:
+        m = SUBTEST.match(l)
+        if m:
+            indent = len(l) - len(l.lstrip())
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, m.group(1)))
+            continue
+        m = KTAP_CASE.match(l)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] > indent:
+            stack.pop()
+        if not stack or stack[-1][0] != indent:
+            continue  # a suite's own result line; its cases were counted
+        name = f"{stack[-1][1]}.{m.group(4).strip()}"
+        if m.group(6) == "SKIP":
+            out.append(Result(name, "skip", m.group(5) or ""))
+        else:
+            out.append(Result(name, "pass" if m.group(2) == "ok" else "fail"))
+    return out
+
+
+def markers(lines):
+    m = {}
+    for l in lines:
+        if l.startswith("MIRAGE: ") and "=" in l and " " not in l[8:].split("=")[0]:
+            k, v = l[8:].split("=", 1)
+            m[k.strip()] = v.strip()
+    return m
+
+
+def judge(sc, text):
+    lines = strip(text)
+    res = []
+    mk = markers(lines)
+
+    def expect(name, ok, detail=""):
+        res.append(Result(f"{sc.name}: {name}", "pass" if ok else "fail", "" if ok else detail))
+
+    done = any(l.startswith("MIRAGE: done") for l in lines)
+    expect("guest reached the end of init", done, "no 'MIRAGE: done' (crash, panic or hang)")
+    if sc.mode in ("test", "run"):
+        expect("modprobe mirage", mk.get("modprobe rc") == "0", f"rc {mk.get('modprobe rc')}")
+        expect("driver bound", mk.get("bound") == "1", "the device is not bound to mirage")
+        expect("mirage info", mk.get("info rc") == "0", f"rc {mk.get('info rc')}")
+        expect("rmmod mirage", mk.get("rmmod rc") == "0", f"rc {mk.get('rmmod rc')}")
+        if sc.mode == "test":
+            cases = parse_ktap(lines)
+            suites = {c.name.split(".")[0] for c in cases}
+            for want in ("mirage_uapi_get_param", "mirage_guest"):
+                expect(f"KTAP suite {want} ran", want in suites, "no results in the log")
+            res += [Result(f"{sc.name}: {c.name}", c.status, c.detail) for c in cases]
+            expect("mirage-tests exit status", mk.get("tests rc") == "0", f"rc {mk.get('tests rc')}")
+    elif sc.mode == "probe-fail":
+        expect("driver refused the device", mk.get("bound") == "0", "bound to a broken device")
+        expect("no render node", mk.get("render-node") == "0", "a render node appeared")
+        expect("rmmod mirage", mk.get("rmmod rc") == "0", f"rc {mk.get('rmmod rc')}")
+        for want in sc.expect_log:
+            expect(f"log says '{want[:40]}...'", any(want in l for l in lines), f"missing: {want}")
+    if "kmemleak begin" in text or sc.mode in ("test", "probe-fail"):
+        expect("kmemleak ran", any("MIRAGE: kmemleak end" in l for l in lines), "no kmemleak scan")
+    splats = [l for l in lines if SPLAT.search(l)]
+    expect("no kernel splat (WARNING/BUG/lockdep/KASAN/kmemleak)", not splats,
+           "\n".join(splats[:10]))
+    return res
+
+
+# --- commands --------------------------------------------------------------
+
+def prepare():
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    initrd = RESULTS / "initramfs.gz"
+    build_initramfs(initrd)
+    return initrd
+
+
+def cmd_run(_args):
+    initrd = prepare()
+    accel = pick_accel(initrd)
+    sc = Scenario("demo", "run", timeout=600)
+    text, res = boot(sc, accel, initrd, RESULTS)
+    lines = strip(text)
+    if "MIRAGE: info begin" in lines:
+        i = lines.index("MIRAGE: info begin")
+        for l in lines[i + 1:]:
+            if l.startswith("MIRAGE: info rc="):
+                break
+            print(l)
+    res += judge(sc, text)
+    bad = [r for r in res if r.status == "fail"]
+    for r in bad:
+        print(f"FAIL {r.name}: {r.detail}")
+    print(f"logs: {RESULTS}/demo-serial.log, {RESULTS}/demo-gpu.log")
+    return 1 if bad else 0
+
+
+def cmd_check(args):
+    initrd = prepare()
+    accel = pick_accel(initrd)
+    names = [args.only] if args.only else list(SCENARIOS)
+    results = []
+    for n in names:
+        sc = SCENARIOS[n]
+        text, res = boot(sc, accel, initrd, RESULTS)
+        results += res + judge(sc, text)
+    for r in results:
+        print(f"{r.status.upper():4} {r.name}")
+        if r.status == "fail" and r.detail:
+            for l in r.detail.splitlines():
+                print(f"     {l}")
+    # The caller (scripts/mirage.sh) adds these to the host results.
+    p = sum(r.status == "pass" for r in results)
+    f = sum(r.status == "fail" for r in results)
+    s = sum(r.status == "skip" for r in results)
+    print(f"guest: {p} passed, {f} failed, {s} skipped")
+    return 1 if f else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run")
+    c = sub.add_parser("check")
+    c.add_argument("--only", choices=list(SCENARIOS))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("runner.py must run as root (it chroots into the toolchain)")
+    return {"run": cmd_run, "check": cmd_check}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
