@@ -12,7 +12,8 @@ mount -t tmpfs tmpfs /tmp
 
 mode=alive
 for arg in $(cat /proc/cmdline); do
-	case "$arg" in mirage.mode=*) mode=${arg#mirage.mode=} ;; esac
+	# Not "mirage.mode": a dotted name is a module parameter of mirage.ko.
+	case "$arg" in mirage_mode=*) mode=${arg#mirage_mode=} ;; esac
 done
 echo "MIRAGE: init mode=$mode"
 

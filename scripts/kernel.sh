@@ -97,6 +97,12 @@ if ! kmake bzImage modules >"$KBUILD/build.log" 2>&1; then
 	grep -E 'error|Error' "$KBUILD/build.log" | head -40 >&2
 	die "kernel build failed; see $KBUILD/build.log"
 fi
+# mirage's own code must build without a warning (upstream's may not).
+if grep -A4 -E '^(warning|error)' "$KBUILD/build.log" | grep -q 'drivers/gpu/drm/mirage\|rust/kernel/.*mirage'; then
+	grep -B2 -A12 -E '^warning' "$KBUILD/build.log" | head -60 >&2
+	touch "$KSRC/drivers/gpu/drm/mirage/mirage.rs" # rebuild it next time, so the warning shows again
+	die "the mirage driver built with warnings; see above"
+fi
 rm -rf "$CHROOT/build/modroot"
 kmake -s modules_install INSTALL_MOD_PATH=/build/modroot >/dev/null 2>"$KBUILD/modinst.log" \
 	|| die "modules_install failed; see $KBUILD/modinst.log"

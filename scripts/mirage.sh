@@ -111,4 +111,4 @@ if [ $skip -gt 0 ]; then
 else
 	echo "$pass passed, $fail failed"
 fi
-[ $fail = 0 ]
+[ $fail = 0 ] || exit 1

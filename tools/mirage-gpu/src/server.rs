@@ -10,7 +10,7 @@ use crate::irq::EventfdIrqs;
 use crate::pci::{ConfigSpace, CONFIG_SIZE};
 use crate::regs;
 use crate::vram::Vram;
-use log::{debug, info, warn};
+use log::{debug, info};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,6 @@ pub struct Backend {
     pub irqs: Arc<EventfdIrqs>,
     pub mem: Arc<GuestMemory>,
     pub vram: Arc<Vram>,
-    warned_unshared: bool,
 }
 
 impl Backend {
@@ -38,7 +37,6 @@ impl Backend {
             irqs,
             mem,
             vram,
-            warned_unshared: false,
         })
     }
 
@@ -142,11 +140,12 @@ impl ServerBackend for Backend {
         debug!("dma_map iova={address:#x} size={size:#x} offset={offset:#x} flags={flags:?}");
         match fd {
             Some(fd) => self.mem.map_fd(address, size, &fd, offset),
+            // QEMU sends such maps for RAM it cannot share (not a memfd
+            // backend with share=on): DMA there will fault.
             None => {
-                if !self.warned_unshared {
-                    warn!("guest RAM arrived without an fd: DMA cannot work; run QEMU with a memory-backend-memfd,share=on");
-                    self.warned_unshared = true;
-                }
+                info!(
+                    "dma_map iova={address:#x} size={size:#x} without an fd: not reachable by DMA"
+                );
                 Ok(())
             }
         }

@@ -56,7 +56,6 @@ pub(crate) struct MiragePci<'bound> {
 
 kernel::pci_device_table!(
     PCI_TABLE,
-    MODULE_PCI_TABLE,
     <MirageDriver as pci::Driver>::IdInfo,
     [(pci::DeviceId::from_id(pci::Vendor::REDHAT, MIRAGE_DEVICE_ID), ())]
 );
@@ -124,7 +123,7 @@ fn ping_self_test(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandle
 fn dma_self_test(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
     const WORDS: usize = 1024;
     const PATTERN: u32 = 0xd1a6_0057;
-    let buf = Coherent::<[u32]>::zeroed_slice(pdev.as_ref(), WORDS, GFP_KERNEL)?;
+    let buf = Coherent::<u32>::zeroed_slice(pdev.as_ref(), WORDS, GFP_KERNEL)?;
     let addr = buf.dma_address();
     let before = handler.dma_done();
     bar.write32(regs::IRQ_PING | regs::IRQ_DMA, regs::IRQ_MASK);
@@ -190,9 +189,9 @@ impl pci::Driver for MirageDriver {
             unsafe {
                 irq::Registration::new(
                     request,
-                    irq::Flags::empty(),
+                    irq::Flags::TRIGGER_NONE,
                     c"mirage",
-                    IrqHandler::new(bar.clone()),
+                    Ok::<_, Error>(IrqHandler::new(bar.clone())),
                 )
             },
             GFP_KERNEL,
