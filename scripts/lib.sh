@@ -3,7 +3,7 @@
 
 set -eEuo pipefail
 # A failing command names itself instead of ending the script silently.
-trap 'printf "[mirage] error: %s:%s: \"%s\" failed\n" "${BASH_SOURCE[0]}" "$LINENO" "$BASH_COMMAND" >&2' ERR
+trap 'printf "[mirage] error: %s:%s: \"%s\" failed\n" "${BASH_SOURCE[0]:-$0}" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 MIRAGE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MIRAGE_CACHE=${MIRAGE_CACHE:-/var/cache/mirage}
