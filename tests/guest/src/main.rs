@@ -66,10 +66,10 @@ fn bound_to_the_mirage_pci_driver(_: &Device) -> TestResult {
 fn get_param_values(d: &Device) -> TestResult {
     let p = |x| d.get_param(x).map_err(|e| format!("param {x}: {e}"));
     check!(p(DRM_MIRAGE_PARAM_DEVICE_ID)? == 0x1b36_4d47, "device id");
-    check!(p(DRM_MIRAGE_PARAM_HW_VERSION)? == 0x0001_0000, "hw version");
+    check!(p(DRM_MIRAGE_PARAM_HW_VERSION)? == 0x0001_0001, "hw version");
     check!(p(DRM_MIRAGE_PARAM_VA_BITS)? == 48, "va bits");
     check!(p(DRM_MIRAGE_PARAM_PAGE_SIZES)? == 0x4020_1000, "page sizes");
-    check!(p(DRM_MIRAGE_PARAM_HW_FEATURES)? == 0b111, "features");
+    check!(p(DRM_MIRAGE_PARAM_HW_FEATURES)? == 0x7f, "features");
     // The VRAM register must agree with the BAR the PCI core sized.
     let vram = p(DRM_MIRAGE_PARAM_VRAM_SIZE)?;
     let bar2 = bar_size(2)?;

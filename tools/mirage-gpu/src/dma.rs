@@ -153,6 +153,25 @@ impl GuestMemory {
         })
     }
 
+    /// Host pointer to `len` bytes at `iova`, which must lie in one region.
+    /// The pointer stays valid until the region is unmapped; callers use it
+    /// at once, for accesses that must be single host operations (atomics).
+    pub fn host_ptr(&self, iova: u64, len: usize) -> Result<*mut u8, DmaFault> {
+        let v = self.regions.read().unwrap_or_else(|e| e.into_inner());
+        let r = v
+            .iter()
+            .find(|r| iova >= r.iova && iova - r.iova < r.len)
+            .ok_or(DmaFault { iova })?;
+        let off = iova - r.iova;
+        if off + len as u64 > r.len {
+            return Err(DmaFault {
+                iova: r.iova + r.len,
+            });
+        }
+        // SAFETY: `off + len <= r.len`, inside the region.
+        Ok(unsafe { r.host.add(off as usize) })
+    }
+
     fn check(&self, iova: u64, len: usize) -> Result<(), DmaFault> {
         self.for_each(iova, len, |_, _, _| {})
     }

@@ -3,9 +3,13 @@
 //! The model ([`device::Device`]) knows nothing of vfio-user; [`server`]
 //! adapts it, and the host tests drive it directly.
 
+pub mod bus;
+pub mod control;
 pub mod device;
 pub mod dma;
 pub mod irq;
+pub mod isa;
+pub mod mmu;
 pub mod pci;
 pub mod regs;
 pub mod server;

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-const USAGE: &str = "usage: mirage-gpu --socket PATH [--vram-size SIZE] [--inject FAULT[,FAULT]]
+const USAGE: &str = "usage: mirage-gpu --socket PATH [--control PATH] [--vram-size SIZE]
+                  [--tlb-entries N] [--inject FAULT[,FAULT]]
 
   --socket PATH      vfio-user socket to listen on (a stale one is replaced)
+  --control PATH     control socket: counters and fault injection
   --vram-size SIZE   device memory in BAR2, a power of two (default 64M)
+  --tlb-entries N    TLB entries per address space (default 64)
   --inject FAULTS    bad-id: the ID register reads a wrong magic;
                      drop-irqs: interrupts latch but are never signalled
 
@@ -38,12 +41,16 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
-fn parse_args() -> Result<(PathBuf, Config), String> {
+struct Args {
+    socket: PathBuf,
+    control: Option<PathBuf>,
+    cfg: Config,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut socket = None;
-    let mut cfg = Config {
-        vram_size: 64 << 20,
-        inject: Inject::default(),
-    };
+    let mut control = None;
+    let mut cfg = Config::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -53,12 +60,25 @@ fn parse_args() -> Result<(PathBuf, Config), String> {
                 let v = val("--vram-size")?;
                 cfg.vram_size = mirage_gpu::parse_size(&v).ok_or(format!("bad size '{v}'"))?;
             }
-            "--inject" => cfg.inject = val("--inject")?.parse()?,
+            "--inject" => cfg.inject = val("--inject")?.parse::<Inject>()?,
+            "--control" => control = Some(PathBuf::from(val("--control")?)),
+            "--tlb-entries" => {
+                let v = val("--tlb-entries")?;
+                cfg.tlb_entries = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("bad TLB size '{v}'"))?;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok((socket.ok_or("--socket is required")?, cfg))
+    Ok(Args {
+        socket: socket.ok_or("--socket is required")?,
+        control,
+        cfg,
+    })
 }
 
 fn main() -> ExitCode {
@@ -70,7 +90,11 @@ fn main() -> ExitCode {
     let _ = log::set_logger(Box::leak(Box::new(StderrLogger(level))));
     log::set_max_level(level);
 
-    let (socket, cfg) = match parse_args() {
+    let Args {
+        socket,
+        control,
+        cfg,
+    } = match parse_args() {
         Ok(v) => v,
         Err(e) => {
             if !e.is_empty() {
@@ -87,6 +111,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &control {
+        if let Err(e) = mirage_gpu::control::serve(backend.gpu.clone(), path) {
+            eprintln!(
+                "mirage-gpu: cannot serve control socket {}: {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let engines = backend.gpu.start_engines();
     // The crate refuses an existing path; a previous run killed by a signal leaves one.
     let _ = std::fs::remove_file(&socket);
     let server =
@@ -104,6 +138,11 @@ fn main() -> ExitCode {
         cfg.inject
     );
     let res = server.run(&mut backend);
+    backend.gpu.stop();
+    for e in engines {
+        let _ = e.join();
+    }
+    log::info!("counters: {:?}", backend.gpu.stats.snapshot());
     log::info!(
         "client gone; interrupts lost for want of an eventfd: {}",
         backend.irqs.lost.load(Ordering::Relaxed)

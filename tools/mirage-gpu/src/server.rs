@@ -4,7 +4,7 @@
 //! every message, so nothing here may block: device work that takes time
 //! belongs on engine threads that share the [`Device`] through its mutex.
 
-use crate::device::{Config, Device};
+use crate::device::{Config, Gpu};
 use crate::dma::GuestMemory;
 use crate::irq::EventfdIrqs;
 use crate::pci::{ConfigSpace, CONFIG_SIZE};
@@ -13,13 +13,13 @@ use crate::vram::Vram;
 use log::{debug, info};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
 pub struct Backend {
     config: ConfigSpace,
-    pub device: Arc<Mutex<Device>>,
+    pub gpu: Arc<Gpu>,
     pub irqs: Arc<EventfdIrqs>,
     pub mem: Arc<GuestMemory>,
     pub vram: Arc<Vram>,
@@ -30,18 +30,14 @@ impl Backend {
         let vram = Arc::new(Vram::new(cfg.vram_size)?);
         let irqs = Arc::new(EventfdIrqs::default());
         let mem = Arc::new(GuestMemory::default());
-        let device = Arc::new(Mutex::new(Device::new(cfg, irqs.clone(), mem.clone())));
+        let gpu = Arc::new(Gpu::new(cfg, irqs.clone(), mem.clone(), vram.clone()));
         Ok(Backend {
             config: ConfigSpace::new(cfg.vram_size),
-            device,
+            gpu,
             irqs,
             mem,
             vram,
         })
-    }
-
-    fn dev(&self) -> std::sync::MutexGuard<'_, Device> {
-        self.device.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The regions to hand to `vfio_user::Server::new`.
@@ -110,7 +106,7 @@ impl ServerBackend for Backend {
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.config.read(offset, data),
-            VFIO_PCI_BAR0_REGION_INDEX => self.dev().mmio_read(offset, data),
+            VFIO_PCI_BAR0_REGION_INDEX => self.gpu.mmio_read(offset, data),
             // QEMU unmaps BARs while INTx is pending under TCG, so BAR2 is
             // also served through messages.
             VFIO_PCI_BAR2_REGION_INDEX => self.vram.read(offset, data),
@@ -122,7 +118,7 @@ impl ServerBackend for Backend {
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.config.write(offset, data),
-            VFIO_PCI_BAR0_REGION_INDEX => self.dev().mmio_write(offset, data),
+            VFIO_PCI_BAR0_REGION_INDEX => self.gpu.mmio_write(offset, data),
             VFIO_PCI_BAR2_REGION_INDEX => self.vram.write(offset, data),
             _ => {}
         }
@@ -168,7 +164,7 @@ impl ServerBackend for Backend {
 
     fn reset(&mut self) -> std::io::Result<()> {
         info!("device reset");
-        self.dev().reset();
+        self.gpu.reset();
         Ok(())
     }
 

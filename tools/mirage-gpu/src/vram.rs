@@ -66,6 +66,13 @@ impl Vram {
         }
     }
 
+    /// Host pointer to `len` bytes at `off`, if they lie inside VRAM.
+    pub fn host_ptr(&self, off: u64, len: usize) -> Option<*mut u8> {
+        let end = off.checked_add(len as u64)?;
+        // SAFETY: `off + len <= size`, inside the mapping.
+        (end <= self.size as u64).then(|| unsafe { self.base.add(off as usize) })
+    }
+
     /// Writes at `off`; bytes past the end are dropped.
     pub fn write(&self, off: u64, data: &[u8]) {
         let off = off as usize;

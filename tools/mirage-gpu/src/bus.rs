@@ -1,0 +1,134 @@
+//! The device-physical address space the MMU outputs into: guest RAM
+//! (bus addresses below [`VRAM_BASE`]) and VRAM (from [`VRAM_BASE`]).
+
+use crate::dma::{DmaFault, GuestMemory};
+use crate::regs::VRAM_BASE;
+use crate::vram::Vram;
+use std::sync::{Arc, RwLock};
+
+/// Where a device-physical address lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    System,
+    Vram,
+}
+
+#[derive(Clone)]
+pub struct Bus {
+    pub mem: Arc<GuestMemory>,
+    pub vram: Arc<Vram>,
+    /// Injected DMA errors: any access touching one of these ranges fails.
+    errors: Arc<RwLock<Vec<(u64, u64)>>>,
+}
+
+impl Bus {
+    pub fn new(mem: Arc<GuestMemory>, vram: Arc<Vram>) -> Self {
+        Bus {
+            mem,
+            vram,
+            errors: Arc::default(),
+        }
+    }
+
+    /// Makes every device access touching `[pa, pa + len)` fail.
+    pub fn inject_error(&self, pa: u64, len: u64) {
+        self.errors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pa, len));
+    }
+
+    pub fn clear_errors(&self) {
+        self.errors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn injected(&self, pa: u64, len: usize) -> Result<(), DmaFault> {
+        let errs = self.errors.read().unwrap_or_else(|e| e.into_inner());
+        let end = pa.saturating_add(len as u64);
+        match errs
+            .iter()
+            .find(|(s, l)| pa < s.saturating_add(*l) && *s < end)
+        {
+            Some(&(s, _)) => Err(DmaFault { iova: s.max(pa) }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn target(&self, pa: u64) -> Target {
+        if pa >= VRAM_BASE {
+            Target::Vram
+        } else {
+            Target::System
+        }
+    }
+
+    fn vram_off(&self, pa: u64, len: usize) -> Result<u64, DmaFault> {
+        let off = pa - VRAM_BASE;
+        if off
+            .checked_add(len as u64)
+            .is_none_or(|end| end > self.vram.size())
+        {
+            return Err(DmaFault { iova: pa });
+        }
+        Ok(off)
+    }
+
+    pub fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
+        self.injected(pa, buf.len())?;
+        match self.target(pa) {
+            Target::System => self.mem.read(pa, buf),
+            Target::Vram => {
+                let off = self.vram_off(pa, buf.len())?;
+                self.vram.read(off, buf);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn write(&self, pa: u64, buf: &[u8]) -> Result<(), DmaFault> {
+        self.injected(pa, buf.len())?;
+        match self.target(pa) {
+            Target::System => self.mem.write(pa, buf),
+            Target::Vram => {
+                let off = self.vram_off(pa, buf.len())?;
+                self.vram.write(off, buf);
+                Ok(())
+            }
+        }
+    }
+
+    /// Host pointer for a single-operation access (an atomic) at `pa`.
+    pub fn host_ptr(&self, pa: u64, len: usize) -> Result<*mut u8, DmaFault> {
+        self.injected(pa, len)?;
+        match self.target(pa) {
+            Target::System => self.mem.host_ptr(pa, len),
+            Target::Vram => self
+                .vram
+                .host_ptr(pa - VRAM_BASE, len)
+                .ok_or(DmaFault { iova: pa }),
+        }
+    }
+
+    pub fn read_u64(&self, pa: u64) -> Result<u64, DmaFault> {
+        let mut b = [0u8; 8];
+        self.read(pa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn write_u64(&self, pa: u64, v: u64) -> Result<(), DmaFault> {
+        self.write(pa, &v.to_le_bytes())
+    }
+
+    pub fn read_u32(&self, pa: u64) -> Result<u32, DmaFault> {
+        let mut b = [0u8; 4];
+        self.read(pa, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    pub fn write_u32(&self, pa: u64, v: u32) -> Result<(), DmaFault> {
+        self.write(pa, &v.to_le_bytes())
+    }
+}

@@ -1,0 +1,454 @@
+//! The GPU MMU: ARM LPAE stage-1 walks (VMSAv8-64, 4 KiB granule, 48-bit
+//! VA, 4 levels, 2 MiB and 1 GiB blocks), a per-address-space TLB that only
+//! explicit invalidation clears, and the permission and atomics checks.
+//!
+//! The descriptor format is exactly what Linux's io-pgtable-arm builds for
+//! `ARM_64_LPAE_S1`, so the driver can use it unchanged.
+
+use crate::bus::{Bus, Target};
+use std::collections::{HashMap, VecDeque};
+
+/// Bits of virtual address.
+pub const VA_BITS: u32 = 48;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Atomic = 0,
+    Execute = 1,
+    Read = 2,
+    Write = 3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Invalid or reserved descriptor, or translation disabled.
+    Translation,
+    /// Write or atomic to read-only, or fetch from no-exec memory.
+    Permission,
+    /// A table could not be read: its address is not backed.
+    TableBus,
+    /// The access flag of the leaf is clear.
+    AccessFlag,
+    /// VA above 48 bits, or an output address above 48 bits.
+    AddressSize,
+    /// An atomic to system memory whose attribute does not allow it.
+    MemoryAttribute,
+    /// The translated address is not backed (no RAM, past VRAM).
+    DataBus,
+}
+
+impl FaultKind {
+    /// Exception-type byte of FAULTSTATUS, before the level is added.
+    pub fn code(self) -> u32 {
+        match self {
+            FaultKind::Translation => 0xc0,
+            FaultKind::Permission => 0xc8,
+            FaultKind::TableBus => 0xd0,
+            FaultKind::AccessFlag => 0xd8,
+            FaultKind::AddressSize => 0xe0,
+            FaultKind::MemoryAttribute => 0xe8,
+            FaultKind::DataBus => 0xf0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub level: u8,
+    pub va: u64,
+    pub access: Access,
+}
+
+impl Fault {
+    /// FAULTSTATUS: [7:0] code + level, [9:8] access type, [31:16] source.
+    pub fn status(&self, source: u32) -> u32 {
+        (self.kind.code() + u32::from(self.level)) | ((self.access as u32) << 8) | (source << 16)
+    }
+}
+
+/// A leaf translation: what a TLB entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub va_base: u64,
+    pub pa_base: u64,
+    /// 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    pub attr_idx: u8,
+    pub read_only: bool,
+    pub no_exec: bool,
+    pub level: u8,
+}
+
+impl Translation {
+    pub fn pa(&self, va: u64) -> u64 {
+        self.pa_base + (va - self.va_base)
+    }
+}
+
+const DESC_VALID: u64 = 1 << 0;
+const DESC_TABLE: u64 = 1 << 1;
+const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
+const OA_HIGH_MASK: u64 = 0x000f_0000_0000_0000; // bits 51:48 must be zero
+const PTE_AP_RDONLY: u64 = 1 << 7;
+const PTE_AF: u64 = 1 << 10;
+const PTE_PXN: u64 = 1 << 53;
+const PTE_UXN: u64 = 1 << 54;
+const TABLE_PXN: u64 = 1 << 59;
+const TABLE_XN: u64 = 1 << 60;
+const TABLE_AP_RDONLY: u64 = 1 << 62;
+
+/// Shift of the VA bits a level indexes.
+fn level_shift(level: u8) -> u32 {
+    12 + 9 * (3 - u32::from(level))
+}
+
+/// Walks the tables rooted at `ttbr` for `va`. Permissions are not checked
+/// here: the result is what a TLB may cache. `reads` counts descriptor reads.
+pub fn walk(
+    bus: &Bus,
+    ttbr: u64,
+    va: u64,
+    access: Access,
+    reads: &mut u32,
+) -> Result<Translation, Fault> {
+    let fault = |kind, level| Fault {
+        kind,
+        level,
+        va,
+        access,
+    };
+    if va >> VA_BITS != 0 {
+        return Err(fault(FaultKind::AddressSize, 0));
+    }
+    let mut table = ttbr & ADDR_MASK;
+    let mut read_only = false;
+    let mut no_exec = false;
+    for level in 0u8..4 {
+        let shift = level_shift(level);
+        let idx = (va >> shift) & 511;
+        *reads += 1;
+        let desc = bus
+            .read_u64(table + idx * 8)
+            .map_err(|_| fault(FaultKind::TableBus, level))?;
+        if desc & DESC_VALID == 0 {
+            return Err(fault(FaultKind::Translation, level));
+        }
+        if desc & OA_HIGH_MASK != 0 {
+            return Err(fault(FaultKind::AddressSize, level));
+        }
+        let is_table = desc & DESC_TABLE != 0;
+        if is_table && level < 3 {
+            read_only |= desc & TABLE_AP_RDONLY != 0;
+            no_exec |= desc & (TABLE_XN | TABLE_PXN) != 0;
+            table = desc & ADDR_MASK;
+            continue;
+        }
+        // A leaf: a page at level 3, a block at levels 1 and 2.
+        let leaf_ok = (level == 3 && is_table) || (!is_table && (level == 1 || level == 2));
+        if !leaf_ok {
+            return Err(fault(FaultKind::Translation, level));
+        }
+        if desc & PTE_AF == 0 {
+            return Err(fault(FaultKind::AccessFlag, level));
+        }
+        let size = 1u64 << shift;
+        return Ok(Translation {
+            va_base: va & !(size - 1),
+            pa_base: desc & ADDR_MASK & !(size - 1),
+            size,
+            attr_idx: ((desc >> 2) & 7) as u8,
+            read_only: read_only || desc & PTE_AP_RDONLY != 0,
+            no_exec: no_exec || desc & (PTE_UXN | PTE_PXN) != 0,
+            level,
+        });
+    }
+    unreachable!("level 3 always returns")
+}
+
+/// The MAIR attribute that allows atomics to system memory: Normal,
+/// inner and outer write-back, read/write-allocate. This is io-pgtable's
+/// ARM_LPAE_MAIR_ATTR_WBRWA, used for IOMMU_CACHE mappings; as with PCIe
+/// atomics, uncached system memory cannot take them. VRAM always can.
+pub const MAIR_ATOMIC_OK: u8 = 0xff;
+
+/// Checks `access` against a translation's permissions and attributes.
+pub fn permit(t: &Translation, access: Access, mair: u64, target: Target) -> Result<(), FaultKind> {
+    match access {
+        Access::Read => Ok(()),
+        Access::Write if t.read_only => Err(FaultKind::Permission),
+        Access::Write => Ok(()),
+        Access::Execute if t.no_exec => Err(FaultKind::Permission),
+        Access::Execute => Ok(()),
+        Access::Atomic if t.read_only => Err(FaultKind::Permission),
+        Access::Atomic => {
+            let attr = (mair >> (8 * u32::from(t.attr_idx))) as u8;
+            if target == Target::Vram || attr == MAIR_ATOMIC_OK {
+                Ok(())
+            } else {
+                Err(FaultKind::MemoryAttribute)
+            }
+        }
+    }
+}
+
+/// Caches leaf translations of one address space. Nothing but
+/// [`Tlb::invalidate_all`] and [`Tlb::invalidate_range`] removes an entry
+/// early; when full, the oldest entry makes room.
+pub struct Tlb {
+    capacity: usize,
+    map: HashMap<(u32, u64), Translation>,
+    order: VecDeque<(u32, u64)>,
+}
+
+impl Tlb {
+    pub fn new(capacity: usize) -> Self {
+        Tlb {
+            capacity: capacity.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn lookup(&self, va: u64) -> Option<Translation> {
+        [12u32, 21, 30]
+            .iter()
+            .find_map(|&s| self.map.get(&(s, va >> s)).copied())
+    }
+
+    pub fn insert(&mut self, t: Translation) {
+        let key = (
+            t.size.trailing_zeros(),
+            t.va_base >> t.size.trailing_zeros(),
+        );
+        if self.map.insert(key, t).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn invalidate_all(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
+    /// Drops every entry overlapping `[start, start + len)`.
+    pub fn invalidate_range(&mut self, start: u64, len: u64) {
+        let end = start.saturating_add(len);
+        self.map
+            .retain(|_, t| t.va_base + t.size <= start || t.va_base >= end);
+        let map = &self.map;
+        self.order.retain(|k| map.contains_key(k));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The translation registers as last latched by AS_CMD_UPDATE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AsConfig {
+    pub transtab: u64,
+    pub memattr: u64,
+    pub transcfg: u32,
+}
+
+/// A fault latched in an address space (abort mode) until the driver clears it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatchedFault {
+    pub status: u32,
+    pub address: u64,
+}
+
+/// One address-space slot.
+pub struct AddressSpace {
+    /// Written by the driver, used only after AS_CMD_UPDATE.
+    pub pending: AsConfig,
+    pub active: AsConfig,
+    pub lockaddr: u64,
+    pub fault: Option<LatchedFault>,
+    pub tlb: Tlb,
+}
+
+/// What one translation did, for the device's counters.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct XlateStats {
+    pub hit: bool,
+    pub walked: bool,
+    pub reads: u32,
+}
+
+impl AddressSpace {
+    pub fn new(tlb_entries: usize) -> Self {
+        AddressSpace {
+            pending: AsConfig::default(),
+            active: AsConfig::default(),
+            lockaddr: 0,
+            fault: None,
+            tlb: Tlb::new(tlb_entries),
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.pending = AsConfig::default();
+        self.active = AsConfig::default();
+        self.lockaddr = 0;
+        self.fault = None;
+        self.tlb.invalidate_all();
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.active.transcfg & crate::regs::TRANSCFG_ENABLE != 0
+    }
+
+    pub fn stall_mode(&self) -> bool {
+        self.active.transcfg & crate::regs::TRANSCFG_STALL != 0
+    }
+
+    /// Translates `va` for `access`, through the TLB.
+    pub fn translate(
+        &mut self,
+        bus: &Bus,
+        va: u64,
+        access: Access,
+        st: &mut XlateStats,
+    ) -> Result<u64, Fault> {
+        if !self.enabled() {
+            return Err(Fault {
+                kind: FaultKind::Translation,
+                level: 0,
+                va,
+                access,
+            });
+        }
+        let t = match self.tlb.lookup(va) {
+            Some(t) => {
+                st.hit = true;
+                t
+            }
+            None => {
+                st.walked = true;
+                let t = walk(bus, self.active.transtab, va, access, &mut st.reads)?;
+                self.tlb.insert(t);
+                t
+            }
+        };
+        let pa = t.pa(va);
+        permit(&t, access, self.active.memattr, bus.target(pa)).map_err(|kind| Fault {
+            kind,
+            level: t.level,
+            va,
+            access,
+        })?;
+        Ok(pa)
+    }
+
+    /// Applies an AS_COMMAND write.
+    pub fn command(&mut self, cmd: u32) {
+        use crate::regs::*;
+        match cmd {
+            AS_CMD_UPDATE => {
+                self.active = self.pending;
+                self.tlb.invalidate_all();
+            }
+            AS_CMD_FLUSH_RANGE => {
+                let (start, len) = lock_region(self.lockaddr);
+                self.tlb.invalidate_range(start, len);
+            }
+            AS_CMD_FLUSH_PT | AS_CMD_FLUSH_MEM => self.tlb.invalidate_all(),
+            _ => {}
+        }
+    }
+}
+
+/// Decodes AS_LOCKADDR: bits 47:12 the base, bits 5:0 `w`, the region
+/// being 2^(w+1) bytes aligned down to its size; `w` is clamped to 11..=47.
+pub fn lock_region(lockaddr: u64) -> (u64, u64) {
+    let w = (lockaddr & 0x3f).clamp(11, 47);
+    let size = 1u64 << (w + 1);
+    ((lockaddr & ADDR_MASK) & !(size - 1), size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlb_lookup_matches_every_page_size() {
+        let mut tlb = Tlb::new(8);
+        let mk = |va_base, size| Translation {
+            va_base,
+            pa_base: 0x1000_0000,
+            size,
+            attr_idx: 0,
+            read_only: false,
+            no_exec: false,
+            level: 3,
+        };
+        tlb.insert(mk(0x4000_0000, 1 << 30));
+        tlb.insert(mk(0x20_0000, 1 << 21));
+        tlb.insert(mk(0x1000, 1 << 12));
+        assert_eq!(tlb.lookup(0x7fff_ffff).map(|t| t.size), Some(1 << 30));
+        assert_eq!(tlb.lookup(0x3f_ffff).map(|t| t.size), Some(1 << 21));
+        assert_eq!(tlb.lookup(0x1fff).map(|t| t.size), Some(1 << 12));
+        assert_eq!(tlb.lookup(0x2000), None);
+        tlb.invalidate_range(0x20_1000, 0x1000);
+        assert_eq!(tlb.lookup(0x20_0000), None);
+        assert_eq!(tlb.len(), 2);
+    }
+
+    #[test]
+    fn tlb_evicts_oldest_when_full() {
+        let mut tlb = Tlb::new(2);
+        for i in 0..3u64 {
+            tlb.insert(Translation {
+                va_base: i << 12,
+                pa_base: i << 12,
+                size: 4096,
+                attr_idx: 0,
+                read_only: false,
+                no_exec: false,
+                level: 3,
+            });
+        }
+        assert_eq!(tlb.len(), 2);
+        assert!(tlb.lookup(0).is_none());
+        assert!(tlb.lookup(0x1000).is_some());
+        assert!(tlb.lookup(0x2000).is_some());
+    }
+
+    #[test]
+    fn lock_region_aligns_and_clamps() {
+        assert_eq!(lock_region(0x20_0000 | 20), (0x20_0000, 2 << 20));
+        assert_eq!(lock_region(0x20_1000 | 20), (0x20_0000, 2 << 20));
+        assert_eq!(lock_region(0x5000), (0x5000, 4096));
+        assert_eq!(lock_region(63), (0, 1 << 48));
+    }
+
+    #[test]
+    fn fault_status_encoding() {
+        let f = Fault {
+            kind: FaultKind::Permission,
+            level: 3,
+            va: 0,
+            access: Access::Write,
+        };
+        assert_eq!(f.status(5), 0x0005_03cb);
+        let f = Fault {
+            kind: FaultKind::Translation,
+            level: 1,
+            va: 0,
+            access: Access::Atomic,
+        };
+        assert_eq!(f.status(0), 0xc1);
+    }
+}
