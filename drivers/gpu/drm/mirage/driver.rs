@@ -4,13 +4,12 @@
 
 use kernel::{
     device::{Bound, Core, DeviceContext},
-    dma::{Coherent, Device as _, DmaMask},
+    dma::{Device as _, DmaMask},
     drm::{self, ioctl},
-    io::{poll::read_poll_timeout, Io},
+    io::Io,
     irq, pci,
     prelude::*,
     sync::Arc,
-    time::Delta,
 };
 
 use crate::{
@@ -18,18 +17,13 @@ use crate::{
     gem::Bo,
     irq::{Bar0, IrqHandler, Vectors},
     params::DeviceInfo,
-    regs,
+    regs, selftest,
 };
 
 /// PCI device ID of the mirage GPU. It sits in Red Hat's QEMU vendor space, where QEMU has not
 /// allocated it; it names only this virtual device.
 const MIRAGE_DEVICE_ID: u32 = 0x4d47;
 
-/// How long the probe-time interrupt self-test waits for its ping.
-const PING_TIMEOUT: Delta = Delta::from_millis(2000);
-
-/// Bits of DMA address the device can generate.
-const DMA_BITS: u32 = 48;
 
 pub(crate) struct MirageDriver;
 
@@ -94,66 +88,6 @@ fn identify(pdev: &pci::Device<Bound>, bar: &Bar0<'_>) -> Result<DeviceInfo> {
     })
 }
 
-/// Rings the ping doorbell and waits for its interrupt, so that a broken interrupt path fails
-/// probe instead of hanging the first job.
-fn ping_self_test(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
-    let before = handler.pings();
-    bar.write32(regs::IRQ_PING, regs::IRQ_MASK);
-    bar.write32(0x5e1f_7e57, regs::DB_PING);
-    read_poll_timeout(
-        || Ok(handler.pings()),
-        |&n| n != before,
-        Delta::from_millis(1),
-        PING_TIMEOUT,
-    )
-    .map(|_| ())
-    .inspect_err(|_| {
-        dev_err!(
-            pdev,
-            "interrupt self-test failed: no MSI-X interrupt {} ms after a ping (IRQ_RAWSTAT={:#x}, PING_COUNT={})\n",
-            PING_TIMEOUT.as_millis(),
-            bar.read32(regs::IRQ_RAWSTAT),
-            bar.read32(regs::PING_COUNT)
-        )
-    })
-}
-
-/// Has the device fill a coherent buffer, so that a broken DMA path (unshared guest RAM, a
-/// wrong mask) fails probe with a clear message.
-fn dma_self_test(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
-    const WORDS: usize = 1024;
-    const PATTERN: u32 = 0xd1a6_0057;
-    let buf = Coherent::<u32>::zeroed_slice(pdev.as_ref(), WORDS, GFP_KERNEL)?;
-    let addr = buf.dma_address();
-    let before = handler.dma_done();
-    bar.write32(regs::IRQ_PING | regs::IRQ_DMA, regs::IRQ_MASK);
-    bar.write32(addr as u32, regs::DMA_ADDR_LO);
-    bar.write32((addr >> 32) as u32, regs::DMA_ADDR_HI);
-    bar.write32((WORDS * 4) as u32, regs::DMA_LEN);
-    bar.write32(PATTERN, regs::DMA_PATTERN);
-    bar.write32(1, regs::DB_DMA_FILL);
-    read_poll_timeout(
-        || Ok(handler.dma_done()),
-        |&n| n != before,
-        Delta::from_millis(1),
-        PING_TIMEOUT,
-    )
-    .inspect_err(|_| dev_err!(pdev, "DMA self-test: no completion interrupt\n"))?;
-    let status = bar.read32(regs::DMA_STATUS);
-    if status != regs::DMA_DONE {
-        dev_err!(pdev, "DMA self-test: device reports status {} for {:#x}; is guest RAM shared with the device?\n", status, addr);
-        return Err(EIO);
-    }
-    // SAFETY: The device finished the fill (its interrupt was seen with Acquire ordering) and
-    // was given no further work on this buffer.
-    let words = unsafe { buf.as_ref() };
-    if let Some(i) = words.iter().position(|&w| w != PATTERN) {
-        dev_err!(pdev, "DMA self-test: word {} reads {:#010x}, expected {:#010x}\n", i, words[i], PATTERN);
-        return Err(EIO);
-    }
-    Ok(())
-}
-
 impl pci::Driver for MirageDriver {
     type IdInfo = ();
     type Data<'bound> = MiragePci<'bound>;
@@ -177,7 +111,7 @@ impl pci::Driver for MirageDriver {
         bar.write32(u32::MAX, regs::IRQ_CLEAR);
 
         // SAFETY: Nothing else maps or allocates DMA memory for this device during probe.
-        unsafe { pdev.dma_set_mask_and_coherent(DmaMask::try_new(DMA_BITS)?)? };
+        unsafe { pdev.dma_set_mask_and_coherent(DmaMask::try_new(regs::DMA_BITS)?)? };
 
         let vectors = Vectors::alloc_msix(pdev, 1, 1)
             .inspect_err(|e| dev_err!(pdev, "cannot allocate an MSI-X vector: {:?}\n", e))?;
@@ -196,8 +130,9 @@ impl pci::Driver for MirageDriver {
             },
             GFP_KERNEL,
         )?;
-        ping_self_test(pdev, &bar, irq.handler())?;
-        dma_self_test(pdev, &bar, irq.handler())?;
+        selftest::ping(pdev, &bar, irq.handler())?;
+        selftest::dma_fill(pdev, &bar, irq.handler())?;
+        selftest::mmu_job(pdev, &bar, irq.handler())?;
 
         let drm = drm::UnregisteredDevice::<MirageDriver>::new(pdev, Ok(MirageData { info }))?;
         let reg_data = try_pin_init!(MirageRegData {
@@ -209,7 +144,7 @@ impl pci::Driver for MirageDriver {
 
         dev_info!(
             pdev,
-            "mirage GPU v{}.{}: {} MiB VRAM, {}-bit VA\n",
+            "mirage GPU v{}.{}: {} MiB VRAM, {}-bit VA; self-tests passed (irq, dma, mmu job)\n",
             info.hw_version >> 16,
             info.hw_version & 0xffff,
             info.vram_size >> 20,

@@ -76,6 +76,8 @@ pub(crate) struct IrqHandler<'bound> {
     bar: Arc<Bar0<'bound>>,
     pings: Atomic<u32>,
     dma_done: Atomic<u32>,
+    jobs_done: Atomic<u32>,
+    queue_errors: Atomic<u32>,
 }
 
 impl<'bound> IrqHandler<'bound> {
@@ -84,6 +86,8 @@ impl<'bound> IrqHandler<'bound> {
             bar,
             pings: Atomic::new(0),
             dma_done: Atomic::new(0),
+            jobs_done: Atomic::new(0),
+            queue_errors: Atomic::new(0),
         }
     }
 
@@ -95,6 +99,16 @@ impl<'bound> IrqHandler<'bound> {
     /// DMA-fill completion interrupts seen since the handler was registered.
     pub(crate) fn dma_done(&self) -> u32 {
         self.dma_done.load(Acquire)
+    }
+
+    /// Job completion interrupts seen since the handler was registered.
+    pub(crate) fn jobs_done(&self) -> u32 {
+        self.jobs_done.load(Acquire)
+    }
+
+    /// Queue error interrupts seen since the handler was registered.
+    pub(crate) fn queue_errors(&self) -> u32 {
+        self.queue_errors.load(Acquire)
     }
 }
 
@@ -110,9 +124,19 @@ impl irq::Handler for IrqHandler<'_> {
         if status & regs::IRQ_PING != 0 {
             self.pings.fetch_add(1, Relaxed);
         }
+        // Release on the counters: whoever sees a count also sees the device's writes.
         if status & regs::IRQ_DMA != 0 {
-            // Release: whoever sees the count also sees the device's writes.
             self.dma_done.fetch_add(1, Release);
+        }
+        if status & regs::IRQ_JOB != 0 {
+            let done = bar.read32(regs::JOB_DONE_STATUS);
+            bar.write32(done, regs::JOB_DONE_CLEAR);
+            self.jobs_done.fetch_add(1, Release);
+        }
+        if status & regs::IRQ_QUEUE_ERROR != 0 {
+            let failed = bar.read32(regs::QUEUE_ERROR_STATUS);
+            bar.write32(failed, regs::QUEUE_ERROR_CLEAR);
+            self.queue_errors.fetch_add(1, Release);
         }
         IrqReturn::Handled
     }

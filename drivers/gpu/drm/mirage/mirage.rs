@@ -11,6 +11,7 @@ mod gem;
 mod irq;
 mod params;
 mod regs;
+mod selftest;
 
 kernel::module_pci_driver! {
     type: driver::MirageDriver,
