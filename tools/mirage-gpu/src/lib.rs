@@ -12,6 +12,7 @@ pub mod isa;
 pub mod mmu;
 pub mod pci;
 pub mod regs;
+pub mod rig;
 pub mod server;
 pub mod vram;
 
