@@ -39,7 +39,7 @@ fn translation() {
     // A fixed pseudo-random page order, so that nothing is sequential.
     let order: Vec<u64> = (0..PAGES).map(|i| (i * 2654435761) % PAGES).collect();
     let bus = r.gpu.bus.clone();
-    let mut run = |flush: bool, asp: &mut AddressSpace| {
+    let run = |flush: bool, asp: &mut AddressSpace| {
         for &p in &order {
             if flush {
                 asp.tlb.invalidate_all();
@@ -69,8 +69,7 @@ fn commands() {
     let mut r = Rig::new();
     r.setup_as(0, TRANSCFG_ENABLE);
     r.setup_queue(0, 0, 64);
-    let data = r.map_new(0, 0x100_0000, 8 << 20);
-    let _ = data;
+    r.map_new(0, 0x100_0000, 8 << 20);
     // Small commands: STORE32s within one page (TLB hits).
     const N: u64 = 2000;
     let mut b = Builder::new();
