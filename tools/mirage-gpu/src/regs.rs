@@ -155,7 +155,6 @@ pub const JOB_OK: u32 = 0;
 pub const JOB_MMU_FAULT: u32 = 1;
 pub const JOB_INVALID_COMMAND: u32 = 2;
 pub const JOB_DMA_ERROR: u32 = 3;
-pub const JOB_ABORTED: u32 = 4;
 
 pub const GPU_CMD_SOFT_RESET: u32 = 1;
 
