@@ -224,7 +224,8 @@ def boot(sc, accel, initrd, outdir):
     try:
         shutil.copy(initrd, run.host / "initramfs.gz")
         sock = run.host / "gpu.sock"
-        gpu_argv = [str(HOST_BIN / "mirage-gpu"), "--socket", str(sock), "--vram-size", VRAM]
+        gpu_argv = [str(HOST_BIN / "mirage-gpu"), "--socket", str(sock), "--vram-size", VRAM,
+                    "--control", str(run.host / "control.sock")]
         if sc.inject:
             gpu_argv += ["--inject", sc.inject]
         gpu = Proc(gpu_argv, outdir / f"{sc.name}-gpu.log")
