@@ -88,6 +88,10 @@ step "lint: cargo clippy -D warnings" "$RESULTS/clippy.log" \
 step "build: host and guest binaries" "$RESULTS/cargo-build.log" build_bins || true
 kernel_ok=0
 step "build: kernel and mirage.ko" "$RESULTS/kernel.log" "$MIRAGE_ROOT/scripts/kernel.sh" && kernel_ok=1
+if [ $kernel_ok = 1 ]; then
+	step "lint: rustfmt (kernel Rust, kernel's .rustfmt.toml)" "$RESULTS/kernel-rustfmt.log" \
+		"$MIRAGE_ROOT/scripts/kernel-rustfmt.sh" --check || true
+fi
 
 if [ $kernel_ok = 1 ] && [ -x "$CARGO_TARGET_DIR/release/mirage-gpu" ]; then
 	chroot_mount

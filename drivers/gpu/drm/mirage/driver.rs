@@ -24,7 +24,6 @@ use crate::{
 /// allocated it; it names only this virtual device.
 const MIRAGE_DEVICE_ID: u32 = 0x4d47;
 
-
 pub(crate) struct MirageDriver;
 
 /// Data of the DRM device: immutable once probed.
@@ -51,7 +50,10 @@ pub(crate) struct MiragePci<'bound> {
 kernel::pci_device_table!(
     PCI_TABLE,
     <MirageDriver as pci::Driver>::IdInfo,
-    [(pci::DeviceId::from_id(pci::Vendor::REDHAT, MIRAGE_DEVICE_ID), ())]
+    [(
+        pci::DeviceId::from_id(pci::Vendor::REDHAT, MIRAGE_DEVICE_ID),
+        ()
+    )]
 );
 
 /// Checks that BAR0 is a mirage GPU this driver speaks, and reads what it reports.

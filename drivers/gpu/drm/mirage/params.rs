@@ -61,11 +61,23 @@ mod tests {
     #[test]
     fn every_param_reads_its_field() -> Result {
         let expect: [(u32, u64); 6] = [
-            (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_DEVICE_ID, 0x1b36_4d47),
-            (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_HW_VERSION, 0x0001_0002),
-            (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_VRAM_SIZE, 0x1_2345_6000),
+            (
+                uapi::drm_mirage_param_DRM_MIRAGE_PARAM_DEVICE_ID,
+                0x1b36_4d47,
+            ),
+            (
+                uapi::drm_mirage_param_DRM_MIRAGE_PARAM_HW_VERSION,
+                0x0001_0002,
+            ),
+            (
+                uapi::drm_mirage_param_DRM_MIRAGE_PARAM_VRAM_SIZE,
+                0x1_2345_6000,
+            ),
             (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_VA_BITS, 48),
-            (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_PAGE_SIZES, 0x4020_1000),
+            (
+                uapi::drm_mirage_param_DRM_MIRAGE_PARAM_PAGE_SIZES,
+                0x4020_1000,
+            ),
             (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_HW_FEATURES, 0x3),
         ];
         for (param, value) in expect {

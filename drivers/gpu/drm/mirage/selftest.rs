@@ -20,7 +20,18 @@ use crate::{
 };
 
 /// How long a self-test waits for the device's interrupt.
-const PING_TIMEOUT: Delta = Delta::from_millis(2000);
+const IRQ_TIMEOUT: Delta = Delta::from_millis(2000);
+
+/// Waits until `count` (an interrupt counter of the handler) moves past `before`.
+fn wait_irq<T: Copy + PartialEq>(before: T, count: impl Fn() -> T) -> Result {
+    read_poll_timeout(
+        || Ok(count()),
+        |&n| n != before,
+        Delta::from_millis(1),
+        IRQ_TIMEOUT,
+    )
+    .map(|_| ())
+}
 
 /// Rings the ping doorbell and waits for its interrupt, so that a broken interrupt path fails
 /// probe instead of hanging the first job.
@@ -28,18 +39,11 @@ pub(crate) fn ping(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandl
     let before = handler.pings();
     bar.write32(regs::IRQ_PING, regs::IRQ_MASK);
     bar.write32(0x5e1f_7e57, regs::DB_PING);
-    read_poll_timeout(
-        || Ok(handler.pings()),
-        |&n| n != before,
-        Delta::from_millis(1),
-        PING_TIMEOUT,
-    )
-    .map(|_| ())
-    .inspect_err(|_| {
+    wait_irq(before, || handler.pings()).inspect_err(|_| {
         dev_err!(
             pdev,
             "interrupt self-test failed: no MSI-X interrupt {} ms after a ping (IRQ_RAWSTAT={:#x}, PING_COUNT={})\n",
-            PING_TIMEOUT.as_millis(),
+            IRQ_TIMEOUT.as_millis(),
             bar.read32(regs::IRQ_RAWSTAT),
             bar.read32(regs::PING_COUNT)
         )
@@ -48,7 +52,11 @@ pub(crate) fn ping(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandl
 
 /// Has the device fill a coherent buffer, so that a broken DMA path (unshared guest RAM, a
 /// wrong mask) fails probe with a clear message.
-pub(crate) fn dma_fill(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
+pub(crate) fn dma_fill(
+    pdev: &pci::Device<Bound>,
+    bar: &Bar0<'_>,
+    handler: &IrqHandler<'_>,
+) -> Result {
     const WORDS: usize = 1024;
     const PATTERN: u32 = 0xd1a6_0057;
     let buf = Coherent::<u32>::zeroed_slice(pdev.as_ref(), WORDS, GFP_KERNEL)?;
@@ -60,13 +68,8 @@ pub(crate) fn dma_fill(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqH
     bar.write32((WORDS * 4) as u32, regs::DMA_LEN);
     bar.write32(PATTERN, regs::DMA_PATTERN);
     bar.write32(1, regs::DB_DMA_FILL);
-    read_poll_timeout(
-        || Ok(handler.dma_done()),
-        |&n| n != before,
-        Delta::from_millis(1),
-        PING_TIMEOUT,
-    )
-    .inspect_err(|_| dev_err!(pdev, "DMA self-test: no completion interrupt\n"))?;
+    wait_irq(before, || handler.dma_done())
+        .inspect_err(|_| dev_err!(pdev, "DMA self-test: no completion interrupt\n"))?;
     let status = bar.read32(regs::DMA_STATUS);
     if status != regs::DMA_DONE {
         dev_err!(pdev, "DMA self-test: device reports status {} for {:#x}; is guest RAM shared with the device?\n", status, addr);
@@ -76,7 +79,13 @@ pub(crate) fn dma_fill(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqH
     // was given no further work on this buffer.
     let words = unsafe { buf.as_ref() };
     if let Some(i) = words.iter().position(|&w| w != PATTERN) {
-        dev_err!(pdev, "DMA self-test: word {} reads {:#010x}, expected {:#010x}\n", i, words[i], PATTERN);
+        dev_err!(
+            pdev,
+            "DMA self-test: word {} reads {:#010x}, expected {:#010x}\n",
+            i,
+            words[i],
+            PATTERN
+        );
         return Err(EIO);
     }
     Ok(())
@@ -102,7 +111,11 @@ const JOB_FLAG_IRQ: u64 = 1;
 /// Runs one job on queue 0 in address space 0, through page tables built here that map GPU
 /// virtual addresses to the same bus addresses ("identity-style"), and checks every byte it
 /// wrote. Queue and address space are switched off again afterwards.
-pub(crate) fn mmu_job(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
+pub(crate) fn mmu_job(
+    pdev: &pci::Device<Bound>,
+    bar: &Bar0<'_>,
+    handler: &IrqHandler<'_>,
+) -> Result {
     // 16 pages; the DMA API aligns a coherent allocation to its size, so the pages share one
     // 2 MiB region and one table per level covers them. Pages 0-3: level 0-3 tables.
     const CMD: usize = 4;
@@ -113,15 +126,31 @@ pub(crate) fn mmu_job(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHa
     let buf = Coherent::<u64>::zeroed_slice(pdev.as_ref(), 16 * 512, GFP_KERNEL)?;
     let page = |i: usize| buf.dma_address() + (i as u64) * 4096;
     if page(0) >> 21 != page(15) >> 21 {
-        dev_err!(pdev, "MMU self-test: buffer {:#x} crosses a 2 MiB boundary\n", page(0));
+        dev_err!(
+            pdev,
+            "MMU self-test: buffer {:#x} crosses a 2 MiB boundary\n",
+            page(0)
+        );
         return Err(EINVAL);
     }
     let data = page(DATA);
     let cmds: [u64; 16] = [
-        cmd_header(OP_STORE32, 2), data, 0x5eed_0001,
-        cmd_header(OP_STORE64, 2), data + 8, COOKIE,
-        cmd_header(OP_FILL, 3), data + 64, 256, 0xa5a5_5a5a,
-        cmd_header(OP_ATOMIC, 5), data + 16, ATOMIC_INC32, 0, 0, data + 20,
+        cmd_header(OP_STORE32, 2),
+        data,
+        0x5eed_0001,
+        cmd_header(OP_STORE64, 2),
+        data + 8,
+        COOKIE,
+        cmd_header(OP_FILL, 3),
+        data + 64,
+        256,
+        0xa5a5_5a5a,
+        cmd_header(OP_ATOMIC, 5),
+        data + 16,
+        ATOMIC_INC32,
+        0,
+        0,
+        data + 20,
     ];
     {
         // SAFETY: The device has not been given any address in the buffer yet.
@@ -159,14 +188,10 @@ pub(crate) fn mmu_job(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHa
         regs::IRQ_MASK,
     );
 
-    let (jobs, errors) = (handler.jobs_done(), handler.queue_errors());
+    let counts = || (handler.jobs_done(), handler.queue_errors());
+    let before = counts();
     bar.try_write32(1, regs::db_queue(0))?;
-    let waited = read_poll_timeout(
-        || Ok((handler.jobs_done(), handler.queue_errors())),
-        |&(j, e)| j != jobs || e != errors,
-        Delta::from_millis(1),
-        PING_TIMEOUT,
-    );
+    let waited = wait_irq(before, counts);
 
     // Switch the queue and the address space off before judging, so that the device is
     // quiet whatever happened.
@@ -191,14 +216,23 @@ pub(crate) fn mmu_job(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHa
         dev_err!(
             pdev,
             "MMU self-test: job {} ended with status {} (fault status {:#x} at {:#x})\n",
-            seqno, status, fault.0, fault.1
+            seqno,
+            status,
+            fault.0,
+            fault.1
         );
         return Err(EIO);
     }
     let d = &w[DATA * 512..DATA * 512 + 48];
     let filled = d[8..40].iter().all(|&x| x == 0xa5a5_5a5a_a5a5_5a5a);
     if d[0] != 0x5eed_0001 || d[1] != COOKIE || d[2] != 42 | (41 << 32) || !filled || d[40] != 0 {
-        dev_err!(pdev, "MMU self-test: wrong data {:#x} {:#x} {:#x}\n", d[0], d[1], d[2]);
+        dev_err!(
+            pdev,
+            "MMU self-test: wrong data {:#x} {:#x} {:#x}\n",
+            d[0],
+            d[1],
+            d[2]
+        );
         return Err(EIO);
     }
     Ok(())
