@@ -354,7 +354,7 @@ impl Gpu {
     fn read32(&self, off: u64) -> u32 {
         match off {
             0x000..=0x0ff => self.read_global(off),
-            AS_BASE..0x2400 => {
+            AS_BASE..AS_END => {
                 let n = ((off - AS_BASE) / AS_STRIDE) as usize;
                 let a = lock(&self.aspaces[n]);
                 match (off - AS_BASE) % AS_STRIDE {
@@ -372,7 +372,7 @@ impl Gpu {
                     _ => 0,
                 }
             }
-            QUEUE_BASE..0x3200 => {
+            QUEUE_BASE..QUEUE_END => {
                 let q = ((off - QUEUE_BASE) / QUEUE_STRIDE) as usize;
                 let r = lock(&self.qregs[q]);
                 match (off - QUEUE_BASE) % QUEUE_STRIDE {
@@ -474,7 +474,7 @@ impl Gpu {
                 lock(&self.qregs[q]).tail = val;
                 self.kick(q);
             }
-            AS_BASE..0x2400 => {
+            AS_BASE..AS_END => {
                 let n = ((off - AS_BASE) / AS_STRIDE) as usize;
                 let mut a = lock(&self.aspaces[n]);
                 match (off - AS_BASE) % AS_STRIDE {
@@ -489,7 +489,7 @@ impl Gpu {
                     _ => {}
                 }
             }
-            QUEUE_BASE..0x3200 => {
+            QUEUE_BASE..QUEUE_END => {
                 let q = ((off - QUEUE_BASE) / QUEUE_STRIDE) as usize;
                 let reg = (off - QUEUE_BASE) % QUEUE_STRIDE;
                 if reg == Q_COMMAND {

@@ -29,13 +29,13 @@ impl ConfigSpace {
         c.put16(0x00, VENDOR_ID);
         c.put16(0x02, DEVICE_ID);
         c.put16(0x06, 1 << 4); // status: capability list
-        c.bytes[0x08] = REVISION;
         c.put32(0x08, (CLASS_3D << 8) | u32::from(REVISION));
         c.put16(0x2c, VENDOR_ID); // subsystem vendor
         c.put16(0x2e, DEVICE_ID); // subsystem
         c.bytes[0x34] = MSIX_CAP as u8;
-        c.bytes[0x3d] = 1; // INTA#, unused but conventional
-                           // BAR0: 32-bit non-prefetchable MMIO registers.
+        // INTA#, unused but conventional.
+        c.bytes[0x3d] = 1;
+        // BAR0: 32-bit non-prefetchable MMIO registers.
         c.bar_size[0] = regs::BAR0_SIZE;
         c.put32(0x10, 0);
         // BAR2/3: 64-bit prefetchable VRAM.

@@ -81,6 +81,8 @@ pub const AS_STRIDE: u64 = 0x40;
 pub const fn as_reg(n: u64, r: u64) -> u64 {
     AS_BASE + n * AS_STRIDE + r
 }
+/// End of the address-space register window.
+pub const AS_END: u64 = AS_BASE + N_AS as u64 * AS_STRIDE;
 pub const AS_TRANSTAB_LO: u64 = 0x00;
 pub const AS_TRANSTAB_HI: u64 = 0x04;
 pub const AS_MEMATTR_LO: u64 = 0x08;
@@ -119,6 +121,8 @@ pub const QUEUE_STRIDE: u64 = 0x40;
 pub const fn queue_reg(n: u64, r: u64) -> u64 {
     QUEUE_BASE + n * QUEUE_STRIDE + r
 }
+/// End of the queue register window.
+pub const QUEUE_END: u64 = QUEUE_BASE + N_QUEUES as u64 * QUEUE_STRIDE;
 pub const Q_RING_BASE_LO: u64 = 0x00;
 pub const Q_RING_BASE_HI: u64 = 0x04;
 /// Entries in the ring, a power of two from 2 to 4096.

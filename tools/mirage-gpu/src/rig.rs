@@ -132,20 +132,21 @@ impl Rig {
         u64::from_le_bytes(self.peek(pa, 8).try_into().unwrap())
     }
 
-    /// Writes one descriptor the way io-pgtable-arm would.
-    pub fn set_pte(&mut self, root: u64, va: u64, pa: u64, size: u64, p: Prot) {
+    /// Bus address of the descriptor slot for a `size` leaf at `va` in the
+    /// tables rooted at `root`, making missing tables on the way if `create`.
+    fn leaf_slot(&mut self, root: u64, va: u64, size: u64, create: bool) -> (u64, u32) {
         let leaf_level = match size {
             0x1000 => 3,
             0x20_0000 => 2,
             0x4000_0000 => 1,
             _ => panic!("bad page size {size:#x}"),
         };
+        let index = |level: u32| (va >> (39 - 9 * level)) & 511;
         let mut table = root;
         for level in 0..leaf_level {
-            let idx = (va >> (39 - 9 * level)) & 511;
-            let slot = table + idx * 8;
+            let slot = table + index(level) * 8;
             let d = self.peek64(slot);
-            table = if d & 3 == 3 {
+            table = if d & 3 == 3 || !create {
                 d & 0x0000_ffff_ffff_f000
             } else {
                 let t = self.alloc(4096);
@@ -153,7 +154,12 @@ impl Rig {
                 t
             };
         }
-        let idx = (va >> (39 - 9 * leaf_level)) & 511;
+        (table + index(leaf_level) * 8, leaf_level)
+    }
+
+    /// Writes one descriptor the way io-pgtable-arm would.
+    pub fn set_pte(&mut self, root: u64, va: u64, pa: u64, size: u64, p: Prot) {
+        let (slot, leaf_level) = self.leaf_slot(root, va, size, true);
         let mut d = pa | if leaf_level == 3 { 3 } else { 1 };
         d |= p.attr << 2;
         if !p.no_af {
@@ -165,21 +171,12 @@ impl Rig {
         if p.xn {
             d |= 3 << 53;
         }
-        self.poke(table + idx * 8, &d.to_le_bytes());
+        self.poke(slot, &d.to_le_bytes());
     }
 
     pub fn clear_pte(&mut self, root: u64, va: u64, size: u64) {
-        let leaf_level = match size {
-            0x1000 => 3,
-            0x20_0000 => 2,
-            _ => 1,
-        };
-        let mut table = root;
-        for level in 0..leaf_level {
-            let d = self.peek64(table + ((va >> (39 - 9 * level)) & 511) * 8);
-            table = d & 0x0000_ffff_ffff_f000;
-        }
-        self.poke(table + ((va >> (39 - 9 * leaf_level)) & 511) * 8, &[0; 8]);
+        let (slot, _) = self.leaf_slot(root, va, size, false);
+        self.poke(slot, &[0; 8]);
     }
 
     pub fn map(&mut self, as_idx: usize, va: u64, pa: u64, len: u64, p: Prot) {
