@@ -35,6 +35,7 @@ impl DeviceInfo {
     }
 }
 
+#[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
 #[kunit_tests(mirage_uapi_get_param)]
 mod tests {
     use super::*;
