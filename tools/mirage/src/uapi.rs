@@ -1,11 +1,9 @@
 //! Mirror of `include/uapi/drm/mirage_drm.h` and the bits of `drm.h` used.
+//!
+//! The test at the bottom checks every size, offset and constant here
+//! against a C compiler's view of the header (see `build.rs`).
 
-/// `_IOC(dir, 'd', nr, size)` as in `include/uapi/asm-generic/ioctl.h`.
-const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
-    (dir << 30) | ((size as u64) << 16) | ((b'd' as u64) << 8) | nr
-}
-const IOC_WRITE: u64 = 1;
-const IOC_READ: u64 = 2;
+use std::mem::size_of;
 
 pub const DRM_COMMAND_BASE: u64 = 0x40;
 pub const DRM_MIRAGE_GET_PARAM: u64 = 0x00;
@@ -27,11 +25,12 @@ pub struct DrmMirageGetParam {
     pub reserved: [u64; 2],
 }
 
-pub const DRM_IOCTL_MIRAGE_GET_PARAM: u64 = ioc(
-    IOC_READ | IOC_WRITE,
+// `as u64`: the request type `crate::ioctl` takes on every target.
+pub const DRM_IOCTL_MIRAGE_GET_PARAM: u64 = nix::request_code_readwrite!(
+    b'd',
     DRM_COMMAND_BASE + DRM_MIRAGE_GET_PARAM,
-    std::mem::size_of::<DrmMirageGetParam>(),
-);
+    size_of::<DrmMirageGetParam>()
+) as u64;
 
 /// `struct drm_version` from `drm.h`.
 #[repr(C)]
@@ -48,23 +47,141 @@ pub struct DrmVersion {
     pub desc: *mut u8,
 }
 
-pub const DRM_IOCTL_VERSION: u64 = ioc(
-    IOC_READ | IOC_WRITE,
-    0x00,
-    std::mem::size_of::<DrmVersion>(),
-);
+pub const DRM_IOCTL_VERSION: u64 =
+    nix::request_code_readwrite!(b'd', 0x00, size_of::<DrmVersion>()) as u64;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
+    fn field_size<T, F>(_: impl Fn(&T) -> &F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Sizes and offsets of each mirrored struct and field, and the value of
+    /// each constant, named as the C probe names them.
+    fn rust_side() -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        macro_rules! layout {
+            ($c:literal, $t:ty { $($f:ident),* $(,)? }) => {
+                m.insert(format!("size {}", $c), size_of::<$t>() as u64);
+                $(
+                    m.insert(
+                        format!("offset {}.{}", $c, stringify!($f)),
+                        std::mem::offset_of!($t, $f) as u64,
+                    );
+                    m.insert(
+                        format!("size {}.{}", $c, stringify!($f)),
+                        field_size(|s: &$t| &s.$f) as u64,
+                    );
+                )*
+            };
+        }
+        macro_rules! consts {
+            ($($c:ident),* $(,)?) => {
+                $( m.insert(stringify!($c).to_string(), $c as u64); )*
+            };
+        }
+        layout!(
+            "drm_version",
+            DrmVersion {
+                version_major,
+                version_minor,
+                version_patchlevel,
+                name_len,
+                name,
+                date_len,
+                date,
+                desc_len,
+                desc,
+            }
+        );
+        layout!(
+            "drm_mirage_get_param",
+            DrmMirageGetParam {
+                extensions,
+                param,
+                pad,
+                value,
+                reserved,
+            }
+        );
+        consts!(
+            DRM_COMMAND_BASE,
+            DRM_IOCTL_VERSION,
+            DRM_MIRAGE_GET_PARAM,
+            DRM_MIRAGE_PARAM_DEVICE_ID,
+            DRM_MIRAGE_PARAM_HW_VERSION,
+            DRM_MIRAGE_PARAM_VRAM_SIZE,
+            DRM_MIRAGE_PARAM_VA_BITS,
+            DRM_MIRAGE_PARAM_PAGE_SIZES,
+            DRM_MIRAGE_PARAM_HW_FEATURES,
+            DRM_IOCTL_MIRAGE_GET_PARAM,
+        );
+        m
+    }
+
+    #[cfg(mirage_uapi_probe)]
+    fn c_side() -> BTreeMap<String, u64> {
+        use std::ffi::{c_char, c_ulong, CStr};
+
+        #[repr(C)]
+        struct Entry {
+            name: *const c_char,
+            value: u64,
+        }
+        extern "C" {
+            static mirage_probe: [Entry; 0];
+            static mirage_probe_len: c_ulong;
+        }
+        // SAFETY: build.rs's probe defines `mirage_probe` as a const array
+        // of `mirage_probe_len` entries of this layout, whose names are
+        // string literals; nothing writes to them.
+        let entries = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::addr_of!(mirage_probe).cast::<Entry>(),
+                mirage_probe_len as usize,
+            )
+        };
+        entries
+            .iter()
+            .map(|e| {
+                // SAFETY: each name is a NUL-terminated string literal.
+                let name = unsafe { CStr::from_ptr(e.name) };
+                (name.to_string_lossy().into_owned(), e.value)
+            })
+            .collect()
+    }
+
+    #[cfg(mirage_uapi_probe)]
     #[test]
     fn layout_matches_the_c_header() {
-        assert_eq!(std::mem::size_of::<DrmMirageGetParam>(), 40);
-        assert_eq!(std::mem::offset_of!(DrmMirageGetParam, param), 8);
-        assert_eq!(std::mem::offset_of!(DrmMirageGetParam, value), 16);
-        assert_eq!(std::mem::offset_of!(DrmMirageGetParam, reserved), 24);
-        assert_eq!(DRM_IOCTL_MIRAGE_GET_PARAM, 0xc028_6440);
-        assert_eq!(DRM_IOCTL_VERSION, 0xc040_6400);
+        let (c, rust) = (c_side(), rust_side());
+        let mut wrong = Vec::new();
+        for (name, &cv) in &c {
+            match rust.get(name) {
+                Some(&rv) if rv == cv => {}
+                Some(&rv) => wrong.push(format!("{name}: C {cv:#x}, Rust {rv:#x}")),
+                None => wrong.push(format!("{name}: in the C header, not mirrored in uapi.rs")),
+            }
+        }
+        for name in rust.keys().filter(|n| !c.contains_key(*n)) {
+            wrong.push(format!("{name}: in uapi.rs, not in the C header"));
+        }
+        assert!(
+            wrong.is_empty(),
+            "uapi.rs differs from include/uapi/drm/mirage_drm.h:\n  {}",
+            wrong.join("\n  ")
+        );
+    }
+
+    #[cfg(not(mirage_uapi_probe))]
+    #[test]
+    fn layout_matches_the_c_header() {
+        panic!(
+            "the C probe of mirage_drm.h was not built: {}",
+            env!("MIRAGE_UAPI_PROBE_ERROR")
+        );
     }
 }
