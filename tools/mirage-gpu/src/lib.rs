@@ -1,7 +1,8 @@
 //! mirage's virtual GPU: a PCI device model served to QEMU over vfio-user.
 //!
-//! The model ([`device::Device`]) knows nothing of vfio-user; [`server`]
-//! adapts it, and the host tests drive it directly.
+//! The model ([`device::Gpu`]) knows nothing of vfio-user; [`server`]
+//! adapts it, and the host tests drive it directly. With the `rig` feature,
+//! [`rig`] is a driver's-eye harness for tests and benchmarks.
 
 pub mod bus;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod isa;
 pub mod mmu;
 pub mod pci;
 pub mod regs;
+#[cfg(feature = "rig")]
 pub mod rig;
 pub mod server;
 pub mod vram;

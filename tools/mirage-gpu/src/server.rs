@@ -1,8 +1,8 @@
 //! vfio-user glue: the `vfio_user` crate's [`ServerBackend`] over the model.
 //!
 //! The crate's backend is single-threaded (`&mut self`), and QEMU waits on
-//! every message, so nothing here may block: device work that takes time
-//! belongs on engine threads that share the [`Device`] through its mutex.
+//! every message, so nothing here may wait for a job: jobs run on engine
+//! threads that share the [`Gpu`] through an `Arc`.
 
 use crate::device::{Config, Gpu};
 use crate::dma::GuestMemory;

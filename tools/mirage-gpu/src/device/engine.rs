@@ -1,0 +1,219 @@
+//! The queue engines: one step of a queue, the deterministic single-thread
+//! loop the tests use, and the engine threads.
+
+use super::exec::{exec_cmd, Cmd};
+use super::queue::Running;
+use super::vmem::VmCtx;
+use super::{lock, Gpu, JobStatus, QStatus, Stats};
+use crate::mmu::FaultKind;
+use crate::regs::*;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar};
+use std::time::{Duration, Instant};
+
+/// What one engine step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do until the driver acts.
+    Idle,
+    /// Work was done; step again.
+    Progress,
+    /// Blocked (semaphore, delay, stalled fault); retry after the duration
+    /// or when kicked.
+    Waiting(Option<Duration>),
+}
+
+impl Gpu {
+    pub(super) fn kick(&self, q: usize) {
+        lock(&self.qregs[q]).kick += 1;
+        self.wake[q].notify_all();
+    }
+
+    pub(super) fn kick_all(&self) {
+        (0..N_QUEUES).for_each(|q| self.kick(q));
+    }
+
+    /// Advances queue `q` by at most one command.
+    pub fn step_queue(&self, q: usize) -> Step {
+        let mut ex = lock(&self.execs[q]);
+        let (ring_base, ring_size, as_idx, head, tail, enabled, status, delay_ms, response) = {
+            let mut r = lock(&self.qregs[q]);
+            if ex.generation != r.generation {
+                ex.generation = r.generation;
+                ex.running = None;
+            }
+            (
+                r.ring_base,
+                r.ring_size,
+                r.as_idx as usize,
+                r.head,
+                r.tail,
+                r.enabled,
+                r.status,
+                r.delay_ms,
+                r.fault_response.take(),
+            )
+        };
+        if !enabled || status == QStatus::Faulted {
+            return Step::Idle;
+        }
+        if as_idx >= N_AS {
+            // A misprogrammed queue fails its next job without running it.
+            if head != tail {
+                self.fail_unstarted(q, &mut ex, JobStatus::InvalidCommand);
+                return Step::Progress;
+            }
+            return Step::Idle;
+        }
+        if ex.running.is_none() {
+            if head == tail {
+                return Step::Idle;
+            }
+            if lock(&self.aspaces[as_idx]).fault.is_some() {
+                return Step::Waiting(None);
+            }
+            if ring_size < 2 || !ring_size.is_power_of_two() || ring_size > 4096 {
+                self.fail_unstarted(q, &mut ex, JobStatus::InvalidCommand);
+                return Step::Progress;
+            }
+            let Some(desc) = self.fetch_desc(ring_base, ring_size, head) else {
+                self.fail_unstarted(q, &mut ex, JobStatus::DmaError);
+                return Step::Progress;
+            };
+            ex.running = Some(Running {
+                desc,
+                pc: 0,
+                stalled: None,
+                not_before: (delay_ms > 0)
+                    .then(|| Instant::now() + Duration::from_millis(u64::from(delay_ms))),
+            });
+            lock(&self.qregs[q]).status = QStatus::Running;
+        }
+        let Some(run) = ex.running.as_mut() else {
+            return Step::Idle;
+        };
+        if let Some(t) = run.not_before {
+            let now = Instant::now();
+            if now < t {
+                return Step::Waiting(Some(t - now));
+            }
+            run.not_before = None;
+        }
+        if let Some((id, f)) = run.stalled {
+            match response {
+                Some((rid, abort)) if rid == id => {
+                    run.stalled = None;
+                    lock(&self.qregs[q]).status = QStatus::Running;
+                    if abort {
+                        self.complete(q, &mut ex, JobStatus::MmuFault, f.status(q as u32));
+                        return Step::Progress;
+                    }
+                }
+                _ => return Step::Waiting(None),
+            }
+        }
+        let Some(run) = ex.running.as_ref() else {
+            return Step::Idle;
+        };
+        if run.pc >= u64::from(run.desc.cmdbuf_len) {
+            self.complete(q, &mut ex, JobStatus::Ok, 0);
+            return Step::Progress;
+        }
+        let cmd = exec_cmd(
+            &VmCtx::new(self, as_idx),
+            run.desc.cmdbuf_va,
+            run.desc.cmdbuf_len,
+            run.pc,
+        );
+        match cmd {
+            Cmd::Next(n) => {
+                if let Some(run) = ex.running.as_mut() {
+                    run.pc += n;
+                }
+                Step::Progress
+            }
+            Cmd::End => {
+                self.complete(q, &mut ex, JobStatus::Ok, 0);
+                Step::Progress
+            }
+            Cmd::Wait(d) => Step::Waiting(Some(d)),
+            Cmd::Invalid => {
+                self.complete(q, &mut ex, JobStatus::InvalidCommand, 0);
+                Step::Progress
+            }
+            Cmd::Fault(f) => {
+                let stall = lock(&self.aspaces[as_idx]).stall_mode()
+                    && matches!(f.kind, FaultKind::Translation | FaultKind::AccessFlag);
+                if stall {
+                    Stats::bump(&self.stats.faults);
+                    if let Some(id) = self.post_fault(q, as_idx as u32, &f) {
+                        if let Some(run) = ex.running.as_mut() {
+                            run.stalled = Some((id, f));
+                        }
+                        lock(&self.qregs[q]).status = QStatus::Stalled;
+                        return Step::Waiting(None);
+                    }
+                    // No room to report it: the fault cannot be serviced.
+                    self.complete(q, &mut ex, JobStatus::MmuFault, f.status(q as u32));
+                    return Step::Progress;
+                }
+                self.latch_fault(q, as_idx, &f);
+                self.complete(q, &mut ex, JobStatus::MmuFault, f.status(q as u32));
+                Step::Progress
+            }
+        }
+    }
+
+    /// Runs every queue on the caller's thread until none can progress
+    /// without the driver or time passing. Deterministic: queues take
+    /// turns one command at a time, in index order.
+    pub fn run_until_idle(&self, max_steps: usize) -> usize {
+        let mut steps = 0;
+        while steps < max_steps {
+            let mut progressed = false;
+            for q in 0..N_QUEUES {
+                if self.step_queue(q) == Step::Progress {
+                    progressed = true;
+                    steps += 1;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        steps
+    }
+
+    /// Starts one engine thread per queue. They run until [`Gpu::stop`].
+    pub fn start_engines(self: &Arc<Self>) -> Vec<std::thread::JoinHandle<()>> {
+        (0..N_QUEUES)
+            .map(|q| {
+                let gpu = Arc::clone(self);
+                std::thread::Builder::new()
+                    .name(format!("mirage-q{q}"))
+                    .spawn(move || gpu.engine(q))
+                    .expect("spawning an engine thread")
+            })
+            .collect()
+    }
+
+    fn engine(&self, q: usize) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let kick = lock(&self.qregs[q]).kick;
+            let wait = match self.step_queue(q) {
+                Step::Progress => continue,
+                Step::Idle => Duration::from_millis(100),
+                Step::Waiting(d) => d.unwrap_or(Duration::from_millis(10)),
+            };
+            let r = lock(&self.qregs[q]);
+            if r.kick == kick {
+                let _ = self.wake[q].wait_timeout(r, wait);
+            }
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.iter().for_each(Condvar::notify_all);
+    }
+}

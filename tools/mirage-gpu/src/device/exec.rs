@@ -1,0 +1,230 @@
+//! The command set ("ISA", `crate::isa`), run over a [`MemCtx`]: the memory
+//! one command sees. Nothing here knows about queues or registers.
+
+use crate::isa::*;
+use crate::mmu::{Access, Fault};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Pieces of device-physical memory backing a virtual range, in order.
+pub(super) type Segs = Vec<(u64, usize)>;
+
+/// The memory a command runs against: one address space's translations and
+/// the bus behind them.
+pub(super) trait MemCtx {
+    /// Translates `[va, va + len)` for `access`.
+    fn xlate(&self, va: u64, len: u64, access: Access) -> Result<Segs, Fault>;
+    /// Reads what `xlate` returned for `va`.
+    fn read(&self, segs: &Segs, va: u64, access: Access) -> Result<Vec<u8>, Fault>;
+    /// Writes what `xlate` returned for `va`.
+    fn write(&self, segs: &Segs, va: u64, data: &[u8]) -> Result<(), Fault>;
+    /// Host pointer to the `n` bytes of an atomic's target at `segs[0]`.
+    fn host_ptr(&self, segs: &Segs, va: u64, n: usize) -> Result<*mut u8, Fault>;
+    /// The device clock, in nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Counts a command whose header and operands were fetched.
+    fn command_started(&self);
+
+    fn read_va(&self, va: u64, len: u64, access: Access) -> Result<Vec<u8>, Fault> {
+        let segs = self.xlate(va, len, access)?;
+        self.read(&segs, va, access)
+    }
+}
+
+/// What one command did.
+pub(super) enum Cmd {
+    /// Advance the program counter by this many bytes.
+    Next(u64),
+    End,
+    /// Not done; run the same command again after the duration.
+    Wait(Duration),
+    Fault(Fault),
+    Invalid,
+}
+
+/// Runs the command at byte `pc` of the command buffer `[cmdbuf_va,
+/// cmdbuf_va + cmdbuf_len)`. Every address a command touches is translated
+/// before it writes anything, so a command that faults has had no effect
+/// and may be replayed after a stall.
+pub(super) fn exec_cmd(m: &dyn MemCtx, cmdbuf_va: u64, cmdbuf_len: u32, pc: u64) -> Cmd {
+    let va = cmdbuf_va + pc;
+    let fetch = |va, len| m.read_va(va, len, Access::Execute);
+    let hdr = match fetch(va, 8) {
+        Ok(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+        Err(f) => return Cmd::Fault(f),
+    };
+    let op = hdr as u8;
+    let words = (hdr >> 16) & 0xffff;
+    let Some(nops) = operands(op) else {
+        return Cmd::Invalid;
+    };
+    if (hdr >> 8) & 0xff != 0 || hdr >> 32 != 0 || words != nops as u64 + 1 {
+        return Cmd::Invalid;
+    }
+    if pc + words * 8 > u64::from(cmdbuf_len) {
+        return Cmd::Invalid;
+    }
+    let o: Vec<u64> = match fetch(va + 8, nops as u64 * 8) {
+        Ok(b) => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Err(f) => return Cmd::Fault(f),
+    };
+    m.command_started();
+    run(m, op, &o, words * 8).unwrap_or_else(Cmd::Fault)
+}
+
+fn run(m: &dyn MemCtx, op: u8, o: &[u64], len: u64) -> Result<Cmd, Fault> {
+    let next = Cmd::Next(len);
+    Ok(match op {
+        OP_NOP => next,
+        OP_END => Cmd::End,
+        OP_HANG => Cmd::Wait(Duration::from_millis(1)),
+        OP_STORE32 | OP_STORE64 | OP_FENCE_WRITE | OP_TIMESTAMP => {
+            let (n, v) = match op {
+                OP_STORE32 => (4, o[1] & 0xffff_ffff),
+                OP_TIMESTAMP => (8, m.now_ns()),
+                _ => (8, o[1]),
+            };
+            let segs = m.xlate(o[0], n, Access::Write)?;
+            if op == OP_FENCE_WRITE {
+                std::sync::atomic::fence(Ordering::SeqCst);
+            }
+            m.write(&segs, o[0], &v.to_le_bytes()[..n as usize])?;
+            next
+        }
+        OP_COPY => {
+            let (dst, src, len) = (o[0], o[1], o[2]);
+            if len > MAX_LEN {
+                return Ok(Cmd::Invalid);
+            }
+            let ssegs = m.xlate(src, len, Access::Read)?;
+            let dsegs = m.xlate(dst, len, Access::Write)?;
+            let data = m.read(&ssegs, src, Access::Read)?;
+            m.write(&dsegs, dst, &data)?;
+            next
+        }
+        OP_FILL => {
+            let (dst, len) = (o[0], o[1]);
+            if len > MAX_LEN || !len.is_multiple_of(4) {
+                return Ok(Cmd::Invalid);
+            }
+            let segs = m.xlate(dst, len, Access::Write)?;
+            let pat = (o[2] as u32).to_le_bytes();
+            let data: Vec<u8> = pat.into_iter().cycle().take(len as usize).collect();
+            m.write(&segs, dst, &data)?;
+            next
+        }
+        OP_CHECKSUM => {
+            let (src, len, dst) = (o[0], o[1], o[2]);
+            if len > MAX_LEN {
+                return Ok(Cmd::Invalid);
+            }
+            let ssegs = m.xlate(src, len, Access::Read)?;
+            let dsegs = m.xlate(dst, 8, Access::Write)?;
+            let data = m.read(&ssegs, src, Access::Read)?;
+            m.write(&dsegs, dst, &fnv1a64(&data).to_le_bytes())?;
+            next
+        }
+        OP_ATOMIC => {
+            if atomic(m, o)? {
+                next
+            } else {
+                Cmd::Invalid
+            }
+        }
+        OP_SEM_WAIT => {
+            let (va, want, cond) = (o[0], o[1], o[2]);
+            let n = match cond {
+                SEM_GE32 | SEM_EQ32 => 4,
+                SEM_GE64 | SEM_EQ64 => 8,
+                _ => return Ok(Cmd::Invalid),
+            };
+            let b = m.read_va(va, n, Access::Read)?;
+            let mut w = [0u8; 8];
+            w[..n as usize].copy_from_slice(&b);
+            let v = u64::from_le_bytes(w);
+            let want = if n == 4 { want & 0xffff_ffff } else { want };
+            let met = match cond {
+                SEM_GE32 | SEM_GE64 => v >= want,
+                _ => v == want,
+            };
+            if met {
+                next
+            } else {
+                Cmd::Wait(Duration::from_micros(50))
+            }
+        }
+        OP_SAXPY => {
+            let (x, y, n, a) = (o[0], o[1], o[2], f32::from_bits(o[3] as u32));
+            let Some(bytes) = n.checked_mul(4).filter(|&b| b <= MAX_LEN) else {
+                return Ok(Cmd::Invalid);
+            };
+            let xsegs = m.xlate(x, bytes, Access::Read)?;
+            let ysegs = m.xlate(y, bytes, Access::Write)?;
+            let xs = m.read(&xsegs, x, Access::Read)?;
+            let mut ys = m.read(&ysegs, y, Access::Write)?;
+            for (yc, xc) in ys.chunks_exact_mut(4).zip(xs.chunks_exact(4)) {
+                let xv = f32::from_le_bytes([xc[0], xc[1], xc[2], xc[3]]);
+                let yv = f32::from_le_bytes([yc[0], yc[1], yc[2], yc[3]]);
+                yc.copy_from_slice(&a.mul_add(xv, yv).to_le_bytes());
+            }
+            m.write(&ysegs, y, &ys)?;
+            next
+        }
+        _ => Cmd::Invalid,
+    })
+}
+
+/// Runs OP_ATOMIC; Ok(false) for a malformed one.
+fn atomic(m: &dyn MemCtx, o: &[u64]) -> Result<bool, Fault> {
+    let (va, op, operand, compare, result_va) = (o[0], o[1], o[2], o[3], o[4]);
+    let wide = match op {
+        ATOMIC_ADD32 | ATOMIC_INC32 | ATOMIC_CMPXCHG32 => false,
+        ATOMIC_ADD64 | ATOMIC_INC64 | ATOMIC_CMPXCHG64 => true,
+        _ => return Ok(false),
+    };
+    let n = if wide { 8 } else { 4 };
+    if !va.is_multiple_of(n) {
+        return Ok(false);
+    }
+    let segs = m.xlate(va, n, Access::Atomic)?;
+    let rsegs = if result_va != 0 {
+        Some(m.xlate(result_va, n, Access::Write)?)
+    } else {
+        None
+    };
+    let ptr = m.host_ptr(&segs, va, n as usize)?;
+    let old = if wide {
+        // SAFETY: `ptr` addresses 8 bytes of a live shared mapping, and
+        // is 8-byte aligned because `pa` is and mappings are page-aligned.
+        let a = unsafe { AtomicU64::from_ptr(ptr.cast()) };
+        match op {
+            ATOMIC_ADD64 => a.fetch_add(operand, Ordering::SeqCst),
+            ATOMIC_INC64 => a.fetch_add(1, Ordering::SeqCst),
+            _ => a
+                .compare_exchange(compare, operand, Ordering::SeqCst, Ordering::SeqCst)
+                .unwrap_or_else(|v| v),
+        }
+    } else {
+        // SAFETY: as above, for 4 bytes and 4-byte alignment.
+        let a = unsafe { AtomicU32::from_ptr(ptr.cast()) };
+        u64::from(match op {
+            ATOMIC_ADD32 => a.fetch_add(operand as u32, Ordering::SeqCst),
+            ATOMIC_INC32 => a.fetch_add(1, Ordering::SeqCst),
+            _ => a
+                .compare_exchange(
+                    compare as u32,
+                    operand as u32,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .unwrap_or_else(|v| v),
+        })
+    };
+    if let Some(rsegs) = rsegs {
+        m.write(&rsegs, result_va, &old.to_le_bytes()[..n as usize])?;
+    }
+    Ok(true)
+}

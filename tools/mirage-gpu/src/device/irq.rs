@@ -1,0 +1,29 @@
+//! Interrupt sources: IRQ_RAWSTAT/IRQ_MASK, and dropping for fault injection.
+
+use super::{lock, Globals, Gpu, Stats};
+
+impl Gpu {
+    /// Latches `bits` in IRQ_RAWSTAT and interrupts if any of them is unmasked.
+    pub fn raise(&self, bits: u32) {
+        let mut g = lock(&self.globals);
+        g.irq_rawstat |= bits;
+        if bits & g.irq_mask != 0 {
+            self.signal(&mut g);
+        }
+    }
+
+    pub(super) fn signal(&self, g: &mut Globals) {
+        if self.cfg.inject.drop_irqs || g.drop_next > 0 {
+            g.drop_next = g.drop_next.saturating_sub(1);
+            Stats::bump(&self.stats.irqs_dropped);
+            return;
+        }
+        Stats::bump(&self.stats.irqs);
+        self.irq.raise(0);
+    }
+
+    /// Drops the next `n` interrupts (control socket).
+    pub fn drop_next_irqs(&self, n: u32) {
+        lock(&self.globals).drop_next = n;
+    }
+}

@@ -1,0 +1,129 @@
+//! Queues: completion records, ordering, rings, abort-mode faults.
+
+use super::*;
+
+#[test]
+fn completion_record_follows_every_write_of_the_job() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let pa = r.map_new(0, 0x5000, 4096);
+    let s = r.submit(
+        0,
+        &Builder::new()
+            .store32(0x5000, 1)
+            .store32(0x5004, 2)
+            .store32(0x5008, 3),
+    );
+    // One command at a time: the record appears only after the last write.
+    let mut seen = Vec::new();
+    loop {
+        let before = r.completion(0).0;
+        if r.gpu.step_queue(0) != Step::Progress {
+            break;
+        }
+        seen.push((before, r.peek(pa, 12)));
+    }
+    assert_eq!(r.completion(0), (s, JOB_OK, 0));
+    for (seq, _) in &seen {
+        assert_eq!(*seq, 0, "record written early");
+    }
+    assert_eq!(r.peek(pa, 12), [1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+    assert_eq!(r.rd(JOB_DONE_STATUS), 1);
+    assert_eq!(r.rd(IRQ_RAWSTAT) & IRQ_JOB, IRQ_JOB);
+}
+
+#[test]
+fn jobs_complete_in_order_with_interrupts_only_when_asked() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    r.wr(IRQ_MASK, IRQ_JOB);
+    let pa = r.map_new(0, 0x5000, 4096);
+    let mut seqs = Vec::new();
+    for i in 0..5u32 {
+        let flags = if i == 4 { JOB_FLAG_IRQ } else { 0 };
+        seqs.push(r.queue_job(
+            0,
+            &Builder::new().atomic(
+                0x5000,
+                ATOMIC_ADD32,
+                u64::from(i),
+                0,
+                0x5000 + 8 + 4 * u64::from(i),
+            ),
+            flags,
+        ));
+    }
+    r.doorbell(0);
+    r.run();
+    assert_eq!(r.completion(0), (5, JOB_OK, 0));
+    assert_eq!(r.irqs.get(0), 1, "only the flagged job interrupts");
+    // Each job saw the sum of the jobs before it: they ran in ring order.
+    let olds: Vec<u32> = (0..5).map(|i| r.peek32(pa + 8 + 4 * i)).collect();
+    assert_eq!(olds, [0, 0, 1, 3, 6]);
+    assert_eq!(r.rd(queue_reg(0, Q_HEAD)), 5);
+}
+
+#[test]
+fn rings_wrap_including_the_index() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 4);
+    // Start the free-running indices just below 2^32.
+    r.wr(db_queue(0), u32::MAX - 2);
+    r.wr(queue_reg(0, Q_COMMAND), Q_CMD_RESET);
+    r.tail[0] = u32::MAX - 2;
+    assert_eq!(r.rd(queue_reg(0, Q_HEAD)), u32::MAX - 2);
+    let pa = r.map_new(0, 0x5000, 4096);
+    let mut done = 0;
+    for batch in 0..5 {
+        for _ in 0..3 {
+            r.queue_job(0, &Builder::new().atomic(0x5000, ATOMIC_INC32, 0, 0, 0), 0);
+        }
+        r.doorbell(0);
+        r.run();
+        done += 3;
+        assert_eq!(r.completion(0), (done, JOB_OK, 0), "batch {batch}");
+    }
+    assert_eq!(r.peek32(pa), 15);
+    assert_eq!(r.rd(queue_reg(0, Q_HEAD)), (u32::MAX - 2).wrapping_add(15));
+}
+
+#[test]
+fn abort_mode_latches_the_fault_until_cleared() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    r.setup_queue(1, 0, 16);
+    r.wr(IRQ_MASK, IRQ_ALL);
+    let pa = r.map_new(0, 0x5000, 4096);
+    let s = r.submit(0, &Builder::new().store32(0xdead_0000, 1));
+    r.run();
+    assert_eq!(r.completion(0).0, s);
+    assert_eq!(r.rd(MMU_FAULT_STATUS), 1);
+    assert_eq!(r.rd(as_reg(0, AS_STATUS)), AS_STATUS_FAULTED);
+    assert_eq!(r.rd(as_reg(0, AS_FAULTADDRESS_LO)), 0xdead_0000);
+    assert_eq!(r.rd(queue_reg(0, Q_STATUS)), Q_STATUS_FAULTED);
+    assert_eq!(r.rd(QUEUE_ERROR_STATUS), 1);
+    assert_eq!(
+        r.rd(IRQ_RAWSTAT) & (IRQ_MMU | IRQ_QUEUE_ERROR),
+        IRQ_MMU | IRQ_QUEUE_ERROR
+    );
+    // Another queue on the faulted AS does not start until the fault is cleared.
+    let s1 = r.submit(1, &Builder::new().store32(0x5000, 9));
+    r.run();
+    assert_ne!(r.completion(1).0, s1);
+    r.wr(MMU_FAULT_CLEAR, 1);
+    r.run();
+    assert_eq!(r.completion(1), (s1, JOB_OK, 0));
+    assert_eq!(r.peek32(pa), 9);
+    // The faulted queue waits for RESUME.
+    let s2 = r.submit(0, &Builder::new().store32(0x5004, 7));
+    r.run();
+    assert_ne!(r.completion(0).0, s2);
+    r.wr(queue_reg(0, Q_COMMAND), Q_CMD_RESUME);
+    r.run();
+    assert_eq!(r.completion(0), (s2, JOB_OK, 0));
+    assert_eq!((r.rd(MMU_FAULT_STATUS), r.rd(QUEUE_ERROR_STATUS)), (0, 0));
+}

@@ -1,0 +1,115 @@
+//! Memory as a command sees it: translation through an address space, then
+//! data accesses on the bus; and the address-space commands.
+
+use super::exec::{MemCtx, Segs};
+use super::{lock, Gpu, Stats};
+use crate::mmu::{Access, Fault, FaultKind, XlateStats};
+use std::sync::atomic::Ordering;
+
+/// One command's view of memory: address space `as_idx` of `gpu`.
+pub(super) struct VmCtx<'a> {
+    gpu: &'a Gpu,
+    as_idx: usize,
+}
+
+impl<'a> VmCtx<'a> {
+    pub fn new(gpu: &'a Gpu, as_idx: usize) -> Self {
+        VmCtx { gpu, as_idx }
+    }
+}
+
+fn data_fault(va: u64, access: Access) -> Fault {
+    Fault {
+        kind: FaultKind::DataBus,
+        level: 0,
+        va,
+        access,
+    }
+}
+
+impl MemCtx for VmCtx<'_> {
+    /// Translates page by page; returns merged PA segments.
+    fn xlate(&self, va: u64, len: u64, access: Access) -> Result<Segs, Fault> {
+        let gpu = self.gpu;
+        let mut segs: Segs = Vec::new();
+        let mut a = lock(&gpu.aspaces[self.as_idx]);
+        let mut at = va;
+        let end = va.checked_add(len).ok_or(Fault {
+            kind: FaultKind::AddressSize,
+            level: 0,
+            va,
+            access,
+        })?;
+        while at < end {
+            let mut st = XlateStats::default();
+            let r = a.translate(&gpu.bus, at, access, &mut st);
+            if st.hit {
+                Stats::bump(&gpu.stats.tlb_hits);
+            } else {
+                Stats::bump(&gpu.stats.tlb_misses);
+            }
+            if st.walked {
+                Stats::bump(&gpu.stats.walks);
+                gpu.stats
+                    .pte_reads
+                    .fetch_add(u64::from(st.reads), Ordering::Relaxed);
+            }
+            let pa = r?;
+            let n = ((at | 0xfff) + 1).min(end) - at;
+            match segs.last_mut() {
+                Some((p, l)) if *p + *l as u64 == pa => *l += n as usize,
+                _ => segs.push((pa, n as usize)),
+            }
+            at += n;
+        }
+        Ok(segs)
+    }
+
+    fn read(&self, segs: &Segs, va: u64, access: Access) -> Result<Vec<u8>, Fault> {
+        let mut out = vec![0u8; segs.iter().map(|s| s.1).sum()];
+        let mut at = 0;
+        for &(pa, n) in segs {
+            self.gpu
+                .bus
+                .read(pa, &mut out[at..at + n])
+                .map_err(|_| data_fault(va + at as u64, access))?;
+            at += n;
+        }
+        Ok(out)
+    }
+
+    fn write(&self, segs: &Segs, va: u64, data: &[u8]) -> Result<(), Fault> {
+        let mut at = 0;
+        for &(pa, n) in segs {
+            self.gpu
+                .bus
+                .write(pa, &data[at..at + n])
+                .map_err(|_| data_fault(va + at as u64, Access::Write))?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn host_ptr(&self, segs: &Segs, va: u64, n: usize) -> Result<*mut u8, Fault> {
+        let pa = segs.first().map_or(0, |s| s.0);
+        self.gpu
+            .bus
+            .host_ptr(pa, n)
+            .map_err(|_| data_fault(va, Access::Atomic))
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.gpu.start.elapsed().as_nanos() as u64
+    }
+
+    fn command_started(&self) {
+        Stats::bump(&self.gpu.stats.commands);
+    }
+}
+
+impl Gpu {
+    /// AS_COMMAND of address space `n`.
+    pub(super) fn as_command(&self, n: usize, cmd: u32) {
+        lock(&self.aspaces[n]).command(cmd);
+    }
+}
