@@ -1,6 +1,8 @@
 # mirage: the two commands. Everything else lives in scripts/.
+# `make check ONLY=<scenario>` builds, then boots only that guest scenario
+# (the names are in scripts/runner.py's SCENARIOS).
 .PHONY: run check
 run:
-	@bash scripts/mirage.sh run
+	@MIRAGE_HOW='make run' bash scripts/mirage.sh run
 check:
-	@bash scripts/mirage.sh check
+	@MIRAGE_HOW='make check$(if $(ONLY), ONLY=$(ONLY))' bash scripts/mirage.sh check $(if $(ONLY),--only '$(ONLY)')

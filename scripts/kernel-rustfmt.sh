@@ -3,7 +3,7 @@
 # the kernel's .rustfmt.toml: `--check` only reports (the lint in make
 # check), without it the repo's files are rewritten.
 . "$(dirname "$0")/lib.sh"
-need_root
+mirage_enter "$@"
 mode=${1:-}
 [ -f "$KSRC/.rustfmt.toml" ] || die "no kernel tree yet; run scripts/kernel.sh"
 chroot_mount
@@ -11,11 +11,15 @@ work_in=/tmp/mirage-rustfmt-$$
 work=$CHROOT$work_in
 rm -rf "$work"
 mkdir -p "$work"
-trap 'rm -rf "$work"; _mirage_umount_all' EXIT
+trap 'rm -rf "$work"' EXIT
 (cd "$MIRAGE_ROOT" && for d in drivers rust; do [ ! -d "$d" ] || find "$d" -name '*.rs'; done) >"$work/files"
+[ -s "$work/files" ] || die "no Rust files under drivers/ or rust/: nothing to format"
 while read -r f; do install -D -m 644 "$MIRAGE_ROOT/$f" "$work/$f"; done <"$work/files"
+# rustfmt follows `mod` items from the crate roots. Finding none means the
+# lint would check nothing, which must not pass as "formatted".
+# shellcheck disable=SC2046 # one file name per word
 roots=$(cd "$work" && grep -l '^kernel::module_\|^module!' $(cat files) || true)
-[ -n "$roots" ] || exit 0
+[ -n "$roots" ] || die "no module root (a file with module! or kernel::module_*!) under drivers/ or rust/: nothing to format"
 args=(--edition 2021 --config-path "$KSRC_IN/.rustfmt.toml")
 if [ "$mode" = --check ]; then
 	(cd "$work" && in_chroot sh -c "cd $work_in && rustfmt --check ${args[*]} $roots")

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # its variables are for the scripts that source it
 # Common helpers for mirage's scripts. Source it; do not run it.
 
 set -eEuo pipefail
@@ -18,37 +19,75 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 log() { printf '[mirage] %s\n' "$*" >&2; }
 die() { printf '[mirage] error: %s\n' "$*" >&2; exit 1; }
 
+# The hint repeats the whole command line: `sudo scripts/mirage.sh` alone
+# would only print a usage error. The Makefile sets MIRAGE_HOW to its own
+# command (`make check ONLY=...`), which is what the user typed.
 need_root() {
-	[ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot and bind mounts need it); try: sudo $0"
+	[ "$(id -u)" != 0 ] || return 0
+	local how=${MIRAGE_HOW:-$0${*:+ $(printf '%q ' "$@")}}
+	[ -n "${MIRAGE_HOW:-}" ] || [ -x "$0" ] || how="bash $how"
+	die "must run as root (debootstrap, chroot and bind mounts need it); try: sudo ${how% }"
 }
 
-# Bind mounts are made once per top-level script and torn down on exit, even
-# after a failure. Only the mounts this process made are removed, so two
-# scripts sharing the chroot never pull mounts from under each other.
-_MIRAGE_MOUNTED=()
-_mirage_umount_all() {
-	local i m
-	for ((i = ${#_MIRAGE_MOUNTED[@]} - 1; i >= 0; i--)); do
-		m=${_MIRAGE_MOUNTED[i]}
-		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-	done
-	_MIRAGE_MOUNTED=()
+# Every root script starts with `mirage_enter "$@"`.
+#
+# It re-executes the script in a private mount namespace, so its bind
+# mounts are invisible to every other process and vanish with it, even
+# after SIGKILL: two runs can never unmount each other's /proc, and nothing
+# leaks into the host. Scripts started by such a script share its
+# namespace (MIRAGE_NS is exported), and so see its mounts.
+#
+# Then it takes $MIRAGE_CACHE/lock: the chroot, the kernel tree, the kernel
+# build and cargo's target directory are shared by every run, so a second
+# run waits for the first. The lock is an inherited file descriptor, so a
+# nested script checks that it already holds it instead of waiting on
+# itself.
+mirage_enter() {
+	need_root "$@"
+	if [ -z "${MIRAGE_NS:-}" ]; then
+		command -v unshare >/dev/null || die "unshare not found (Debian package util-linux)"
+		export MIRAGE_NS=$$
+		exec unshare --mount --propagation private -- bash "$0" "$@"
+	fi
+	mkdir -p "$MIRAGE_CACHE"
+	local lock
+	lock=$(realpath "$MIRAGE_CACHE")/lock
+	if [ -n "${MIRAGE_LOCK_FD:-}" ] && [ "$(readlink "/proc/$$/fd/$MIRAGE_LOCK_FD" 2>/dev/null)" = "$lock" ]; then
+		return 0
+	fi
+	exec {MIRAGE_LOCK_FD}>>"$lock"
+	if ! flock -n "$MIRAGE_LOCK_FD"; then
+		log "waiting for another mirage run to finish (it holds $lock: $(cat "$lock" 2>/dev/null || true))"
+		flock "$MIRAGE_LOCK_FD"
+		log "the other run finished; going on"
+	fi
+	export MIRAGE_LOCK_FD
+	# For the message above, in the next run that has to wait.
+	printf 'pid %s, %s%s, since %s\n' "$$" "$0" "${*:+ $*}" "$(date '+%F %T')" >"$lock"
 }
+
+# The bind mounts the chroot needs. They live in mirage_enter's namespace,
+# so they need no unmounting: they go when the run ends.
 chroot_mount() {
 	[ -d "$CHROOT" ] || die "no chroot at $CHROOT; run scripts/toolchain.sh"
-	if [ ${#_MIRAGE_MOUNTED[@]} -eq 0 ]; then
-		trap '_mirage_umount_all' EXIT
-		trap '_mirage_umount_all; exit 130' INT TERM
-	fi
+	[ -n "${MIRAGE_NS:-}" ] || die "chroot_mount needs mirage_enter's private mount namespace"
 	local spec src dst
 	for spec in proc:proc sys:sys dev:dev dev/pts:dev/pts; do
 		src=/${spec%%:*}
 		dst=$CHROOT/${spec##*:}
 		mkdir -p "$dst"
-		if ! mountpoint -q "$dst"; then
-			mount --bind "$src" "$dst"
-			_MIRAGE_MOUNTED+=("$dst")
-		fi
+		mountpoint -q "$dst" || mount --bind "$src" "$dst"
+	done
+}
+
+# Mounts under a directory, as seen by this run: `rm -rf` through one of
+# them would delete the host's /dev or /proc contents.
+mounts_under() {
+	local dir
+	dir=$(realpath "$1")
+	findmnt -rn -o TARGET | while IFS= read -r m; do
+		m=$(printf '%b' "$m") # findmnt escapes spaces as \x20
+		case "$m" in "$dir" | "$dir"/*) printf '%s\n' "$m" ;; esac
 	done
 }
 

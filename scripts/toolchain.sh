@@ -3,7 +3,7 @@
 # A stamp holds the hash of packages.txt and this script, so a warm cache
 # costs a second.
 . "$(dirname "$0")/lib.sh"
-need_root
+mirage_enter "$@"
 
 PKGS_FILE=$MIRAGE_ROOT/scripts/packages.txt
 STAMP=$CHROOT/.mirage-toolchain-stamp
@@ -25,20 +25,38 @@ check_network() {
 	fi || die "cannot reach the Debian archive at $DEBIAN_MIRROR (set DEBIAN_MIRROR to a reachable mirror)"
 }
 
-if ! command -v debootstrap >/dev/null; then
-	log "installing debootstrap on the host"
-	apt-get update -qq >/dev/null || die "apt-get update failed: no network to the Debian archive?"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
-		|| die "could not install debootstrap"
-fi
+host_install() { # package...
+	log "installing $* on the host"
+	apt-get update -qq >/dev/null || die "apt-get update failed: no network to the host's archive?"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+		|| die "could not install $* on the host"
+}
+
+command -v debootstrap >/dev/null || host_install debootstrap
+# Ubuntu lacks Debian's archive keys; without them debootstrap would fetch
+# trixie unverified (or fail), so the keyring is installed and named.
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+[ -f "$KEYRING" ] || host_install debian-archive-keyring
+# An older debootstrap (Ubuntu LTS) may have no script for trixie; every
+# Debian suite's script is the same as sid's.
+SUITE_SCRIPT=()
+[ -e /usr/share/debootstrap/scripts/trixie ] || SUITE_SCRIPT=(/usr/share/debootstrap/scripts/sid)
 
 check_network
 mkdir -p "$MIRAGE_CACHE"
 
 if [ ! -x "$CHROOT/usr/bin/apt-get" ] || [ ! -f "$CHROOT/.mirage-debootstrap-done" ]; then
 	log "debootstrap trixie into $CHROOT (one-off, a minute or two)"
-	rm -rf "$CHROOT"
-	debootstrap --variant=minbase trixie "$CHROOT" "$DEBIAN_MIRROR" >"$MIRAGE_CACHE/debootstrap.log" 2>&1 \
+	if [ -e "$CHROOT" ]; then
+		# A mount under it (left by an old run or by hand) would make rm
+		# delete the host's files. This run's namespace has none of its own
+		# yet, so any listed here came from outside.
+		busy=$(mounts_under "$CHROOT")
+		[ -z "$busy" ] || die "refusing to delete $CHROOT: mounts under it: ${busy//$'\n'/ }; unmount them (umount -R) first"
+		rm -rf --one-file-system "$CHROOT"
+	fi
+	debootstrap --variant=minbase --keyring="$KEYRING" trixie "$CHROOT" "$DEBIAN_MIRROR" "${SUITE_SCRIPT[@]}" \
+		>"$MIRAGE_CACHE/debootstrap.log" 2>&1 \
 		|| die "debootstrap failed; see $MIRAGE_CACHE/debootstrap.log"
 	touch "$CHROOT/.mirage-debootstrap-done"
 fi
