@@ -126,7 +126,8 @@ progress() {
 		log "kernel build: $min min, $steps steps so far (last: ${last:-none})"
 	done
 }
-progress &
+# Without the lock's descriptor: its last `sleep` may outlive this script.
+progress {MIRAGE_LOCK_FD}>&- &
 progress_pid=$!
 build_rc=0
 kmake bzImage modules >"$BUILD_LOG" 2>&1 || build_rc=$?

@@ -7,7 +7,8 @@ set -eEuo pipefail
 trap 'printf "[mirage] error: %s:%s: \"%s\" failed\n" "${BASH_SOURCE[0]:-$0}" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 MIRAGE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-MIRAGE_CACHE=${MIRAGE_CACHE:-/var/cache/mirage}
+# Absolute, as the runner and cargo's build scripts run elsewhere.
+MIRAGE_CACHE=$(realpath -m "${MIRAGE_CACHE:-/var/cache/mirage}")
 CHROOT=$MIRAGE_CACHE/chroot
 # Paths as seen from inside the chroot; the host sees them under $CHROOT.
 KSRC_IN=/build/linux

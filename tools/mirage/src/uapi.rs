@@ -25,12 +25,13 @@ pub struct DrmMirageGetParam {
     pub reserved: [u64; 2],
 }
 
-// `as u64`: the request type `crate::ioctl` takes on every target.
+// The kernel's request is an unsigned int; `as u32` keeps it so where nix's
+// type is signed (musl), and `as u64` is what `crate::ioctl` takes.
 pub const DRM_IOCTL_MIRAGE_GET_PARAM: u64 = nix::request_code_readwrite!(
     b'd',
     DRM_COMMAND_BASE + DRM_MIRAGE_GET_PARAM,
     size_of::<DrmMirageGetParam>()
-) as u64;
+) as u32 as u64;
 
 /// `struct drm_version` from `drm.h`.
 #[repr(C)]
@@ -48,7 +49,7 @@ pub struct DrmVersion {
 }
 
 pub const DRM_IOCTL_VERSION: u64 =
-    nix::request_code_readwrite!(b'd', 0x00, size_of::<DrmVersion>()) as u64;
+    nix::request_code_readwrite!(b'd', 0x00, size_of::<DrmVersion>()) as u32 as u64;
 
 #[cfg(test)]
 mod tests {
