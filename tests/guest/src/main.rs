@@ -142,8 +142,9 @@ fn get_param_bad_pointer_is_efault(d: &Device) -> TestResult {
 
 fn unknown_driver_ioctl_is_einval(d: &Device) -> TestResult {
     let mut a = DrmMirageGetParam::default();
-    let req = DRM_IOCTL_MIRAGE_GET_PARAM + 1; // next driver ioctl number: not defined
-                                              // SAFETY: the argument is a valid buffer of the encoded size.
+    // The next driver ioctl number, which is not defined.
+    let req = DRM_IOCTL_MIRAGE_GET_PARAM + 1;
+    // SAFETY: the argument is a valid buffer of the encoded size.
     let r = unsafe { mirage::ioctl(d.file(), req, &mut a) };
     let e = errno(r);
     check!(e == Some(libc::EINVAL), "got {e:?}");
