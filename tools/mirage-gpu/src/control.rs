@@ -58,10 +58,7 @@ pub fn handle(gpu: &Gpu, line: &str) -> String {
         },
         Some("delay") => match (num(it.next()), num(it.next())) {
             (Some(q), Some(ms)) if q < regs::N_QUEUES as u64 => {
-                gpu.write_reg(
-                    regs::queue_reg(q, regs::Q_DELAY_MS),
-                    ms.min(u64::from(u32::MAX)) as u32,
-                );
+                gpu.inject_delay(q as usize, ms.min(u64::from(u32::MAX)) as u32);
                 "ok".into()
             }
             _ => "error usage: delay QUEUE MS".into(),

@@ -53,20 +53,34 @@ impl IrqSink for EventfdIrqs {
     }
 }
 
+/// What a test runs when an interrupt is raised, as a driver's handler would.
+pub type IrqHook = Box<dyn Fn(u16) + Send + Sync>;
+
 /// Counts raises per vector; for tests.
 #[derive(Default)]
 pub struct CountingIrqs {
     pub count: [AtomicU64; 8],
+    hook: std::sync::Mutex<Option<IrqHook>>,
 }
 
 impl CountingIrqs {
     pub fn get(&self, vector: u16) -> u64 {
         self.count[vector as usize].load(Ordering::SeqCst)
     }
+
+    /// Runs `hook` on every raise, on the raising thread, which may hold
+    /// device locks: the hook may only do what an interrupt handler may
+    /// (register and memory accesses).
+    pub fn set_hook(&self, hook: Option<IrqHook>) {
+        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
 }
 
 impl IrqSink for CountingIrqs {
     fn raise(&self, vector: u16) {
         self.count[vector as usize].fetch_add(1, Ordering::SeqCst);
+        if let Some(h) = self.hook.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            h(vector);
+        }
     }
 }

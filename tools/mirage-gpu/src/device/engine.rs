@@ -36,8 +36,8 @@ impl Gpu {
     /// Advances queue `q` by at most one command.
     pub fn step_queue(&self, q: usize) -> Step {
         let mut ex = lock(&self.execs[q]);
-        let (ring_base, ring_size, as_idx, head, tail, enabled, status, delay_ms, response) = {
-            let mut r = lock(&self.qregs[q]);
+        let (ring_base, ring_size, as_idx, head, tail, enabled, status, delay_ms) = {
+            let r = lock(&self.qregs[q]);
             if ex.generation != r.generation {
                 ex.generation = r.generation;
                 ex.running = None;
@@ -50,8 +50,8 @@ impl Gpu {
                 r.tail,
                 r.enabled,
                 r.status,
-                r.delay_ms,
-                r.fault_response.take(),
+                r.delay_ms
+                    .max(self.injected_delay_ms[q].load(Ordering::Relaxed)),
             )
         };
         if !enabled || status == QStatus::Faulted {
@@ -100,16 +100,14 @@ impl Gpu {
             run.not_before = None;
         }
         if let Some((id, f)) = run.stalled {
-            match response {
-                Some((rid, abort)) if rid == id => {
-                    run.stalled = None;
-                    lock(&self.qregs[q]).status = QStatus::Running;
-                    if abort {
-                        self.complete(q, &mut ex, JobStatus::MmuFault, f.status(q as u32));
-                        return Step::Progress;
-                    }
-                }
-                _ => return Step::Waiting(None),
+            let Some(abort) = self.take_answer(id) else {
+                return Step::Waiting(None);
+            };
+            run.stalled = None;
+            lock(&self.qregs[q]).status = QStatus::Running;
+            if abort {
+                self.complete(q, &mut ex, JobStatus::MmuFault, f.status(q as u32));
+                return Step::Progress;
             }
         }
         let Some(run) = ex.running.as_ref() else {

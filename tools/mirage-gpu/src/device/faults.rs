@@ -1,10 +1,24 @@
 //! MMU faults: the abort-mode latch of each address space, and the
 //! page-fault queue with the driver's answers for stall mode.
 
-use super::{lock, Gpu, QStatus, Stats};
+use super::{lock, Gpu, Stats};
 use crate::mmu::{Fault, LatchedFault};
 use crate::regs::*;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+
+/// A stalled fault the driver has been told about, by id.
+pub(super) struct Pending {
+    pub queue: usize,
+    /// The driver's answer once it came: `Some(true)` to abort.
+    pub answer: Option<bool>,
+}
+
+/// Outstanding stalled faults. An id enters before its record is published
+/// and leaves when its queue takes the answer or is reset, so an answer is
+/// kept whatever state the queue is in when it arrives, and reaches only
+/// the queue that stalled on that id.
+pub(super) type Answers = HashMap<u32, Pending>;
 
 impl Gpu {
     /// Latches an abort-mode fault in the address space and reports it.
@@ -37,12 +51,33 @@ impl Gpu {
     /// Posts a stalled fault to the fault queue. None if the queue is off or full.
     pub(super) fn post_fault(&self, q: usize, as_idx: u32, f: &Fault) -> Option<u32> {
         let id = self.next_fault_id.fetch_add(1, Ordering::Relaxed) & !FAULT_RESPONSE_ABORT;
+        // Known before the driver can see the record, so an answer that
+        // overtakes the engine is not lost.
+        lock(&self.answers).insert(
+            id,
+            Pending {
+                queue: q,
+                answer: None,
+            },
+        );
+        let posted = self.write_fault_record(q, as_idx, f, id);
+        if !posted {
+            lock(&self.answers).remove(&id);
+            return None;
+        }
+        self.raise(IRQ_PAGE_FAULT);
+        Some(id)
+    }
+
+    /// Writes the record for fault `id` and publishes it; false if the
+    /// queue is off or full or the record cannot be written.
+    fn write_fault_record(&self, q: usize, as_idx: u32, f: &Fault, id: u32) -> bool {
         {
             let mut g = lock(&self.globals);
             let fq = g.faultq;
             if fq.size < 2 || !fq.size.is_power_of_two() || fq.tail.wrapping_sub(fq.head) >= fq.size
             {
-                return None;
+                return false;
             }
             let mut rec = [0u8; FAULT_RECORD_SIZE as usize];
             rec[0..8].copy_from_slice(&f.va.to_le_bytes());
@@ -52,25 +87,46 @@ impl Gpu {
             rec[20..24].copy_from_slice(&(q as u32).to_le_bytes());
             let slot = fq.base + u64::from(fq.tail % fq.size) * FAULT_RECORD_SIZE;
             if self.bus.write(slot, &rec).is_err() {
-                return None;
+                return false;
             }
             g.faultq.tail = fq.tail.wrapping_add(1);
             // The record is written before the producer index that publishes it.
             let _ = self.bus.write_u32(fq.tail_wb, g.faultq.tail);
         }
-        self.raise(IRQ_PAGE_FAULT);
-        Some(id)
+        true
     }
 
-    /// DB_FAULT_RESPONSE.
+    /// DB_FAULT_RESPONSE: records the answer for the queue that stalled on
+    /// `id`. Unknown ids (never posted, already answered and taken, or
+    /// dropped by a reset) are ignored.
     pub(super) fn fault_response(&self, id: u32, abort: bool) {
-        for q in 0..N_QUEUES {
-            let mut r = lock(&self.qregs[q]);
-            if r.status == QStatus::Stalled {
-                r.fault_response = Some((id, abort));
-                r.kick += 1;
-                self.wake[q].notify_all();
+        let queue = {
+            let mut answers = lock(&self.answers);
+            match answers.get_mut(&id) {
+                Some(p) => {
+                    // The first answer counts, as for a consumed doorbell.
+                    p.answer.get_or_insert(abort);
+                    p.queue
+                }
+                None => {
+                    log::debug!("fault response for unknown id {id:#x} ignored");
+                    return;
+                }
             }
-        }
+        };
+        self.kick(queue);
+    }
+
+    /// The driver's answer to fault `id`, once; None while unanswered.
+    pub(super) fn take_answer(&self, id: u32) -> Option<bool> {
+        let mut answers = lock(&self.answers);
+        let abort = answers.get(&id)?.answer?;
+        answers.remove(&id);
+        Some(abort)
+    }
+
+    /// Forgets the outstanding faults of queue `q` (queue reset).
+    pub(super) fn drop_answers(&self, q: usize) {
+        lock(&self.answers).retain(|_, p| p.queue != q);
     }
 }

@@ -7,18 +7,27 @@ impl Gpu {
     pub fn raise(&self, bits: u32) {
         let mut g = lock(&self.globals);
         g.irq_rawstat |= bits;
-        if bits & g.irq_mask != 0 {
-            self.signal(&mut g);
+        let send = bits & g.irq_mask != 0 && self.should_send(&mut g);
+        drop(g);
+        if send {
+            self.send_msi();
         }
     }
 
-    pub(super) fn signal(&self, g: &mut Globals) {
+    /// Decides, under the globals lock, whether an interrupt goes out.
+    pub(super) fn should_send(&self, g: &mut Globals) -> bool {
         if self.cfg.inject.drop_irqs || g.drop_next > 0 {
             g.drop_next = g.drop_next.saturating_sub(1);
             Stats::bump(&self.stats.irqs_dropped);
-            return;
+            return false;
         }
         Stats::bump(&self.stats.irqs);
+        true
+    }
+
+    /// Signals the vector. Called without device locks held: a handler
+    /// (a test's hook, in-process) may access registers at once.
+    pub(super) fn send_msi(&self) {
         self.irq.raise(0);
     }
 

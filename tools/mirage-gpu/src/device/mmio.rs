@@ -152,8 +152,9 @@ impl Gpu {
             IRQ_MASK => {
                 let newly = val & !g.irq_mask & g.irq_rawstat;
                 g.irq_mask = val & IRQ_ALL;
-                if newly != 0 {
-                    self.signal(&mut g);
+                if newly != 0 && self.should_send(&mut g) {
+                    drop(g);
+                    self.send_msi();
                 }
             }
             JOB_DONE_CLEAR => g.job_done &= !val,

@@ -12,7 +12,7 @@
 //! an address space, [`faults`] the fault latch and the page-fault queue.
 //!
 //! Lock order: a queue's `exec`, then its `qregs`, then an address space,
-//! then `globals`. MMIO handlers never take `exec` except for resets, which
+//! then `globals`; `answers` is taken alone. MMIO handlers never take `exec` except for resets, which
 //! wait at most for one command to finish.
 
 mod dma_fill;
@@ -36,7 +36,7 @@ use crate::mmu::AddressSpace;
 use crate::regs::*;
 use crate::vram::Vram;
 use queue::{Exec, QueueRegs};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -145,7 +145,12 @@ pub struct Gpu {
     pub stats: Stats,
     start: Instant,
     next_fault_id: AtomicU32,
+    /// Stalled faults by id; a leaf lock.
+    answers: Mutex<faults::Answers>,
     stop: AtomicBool,
+    /// Per-queue job delay injected from the control socket. Like the other injections it
+    /// models the test harness, not the device, so a device reset keeps it.
+    injected_delay_ms: Vec<AtomicU32>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,12 +181,22 @@ impl Gpu {
             stats: Stats::default(),
             start: Instant::now(),
             next_fault_id: AtomicU32::new(1),
+            answers: Mutex::default(),
             stop: AtomicBool::new(false),
+            injected_delay_ms: (0..N_QUEUES).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Delays every job of queue `q` by `ms` milliseconds (0 ends it), on top of the queue's
+    /// own Q_DELAY_MS, until changed again; a device reset keeps it (control socket).
+    pub fn inject_delay(&self, q: usize, ms: u32) {
+        if let Some(d) = self.injected_delay_ms.get(q) {
+            d.store(ms, Ordering::Relaxed);
+        }
     }
 
     /// Device reset: queues, address spaces, TLBs, the fault queue and the
@@ -205,10 +220,14 @@ impl Gpu {
         for a in &self.aspaces {
             lock(a).reset();
         }
+        lock(&self.answers).clear();
         {
             let mut g = lock(&self.globals);
             let count = g.reset_count.wrapping_add(1);
+            // Dropped interrupts are injected from outside the device: a reset keeps them.
+            let drop_next = g.drop_next;
             *g = Globals::new(count);
+            g.drop_next = drop_next;
         }
         drop(execs);
         Stats::bump(&self.stats.resets);

@@ -66,8 +66,6 @@ pub(super) struct QueueRegs {
     pub delay_ms: u32,
     /// Bumped by resets: the engine drops its job when it sees a new value.
     pub generation: u64,
-    /// The driver's answer to the fault this queue is stalled on.
-    pub fault_response: Option<(u32, bool)>,
     /// Bumped by anything that may let a waiting engine go on.
     pub kick: u64,
 }
@@ -150,7 +148,6 @@ impl Gpu {
         ex.generation = r.generation;
         r.head = r.tail;
         r.error = 0;
-        r.fault_response = None;
         r.status = if r.enabled {
             QStatus::Idle
         } else {
@@ -158,6 +155,7 @@ impl Gpu {
         };
         r.kick += 1;
         drop(r);
+        self.drop_answers(q);
         drop(ex);
         lock(&self.globals).queue_error &= !(1 << q);
         self.wake[q].notify_all();

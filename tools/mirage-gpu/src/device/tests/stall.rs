@@ -117,3 +117,73 @@ fn a_full_fault_queue_fails_the_job() {
     assert_eq!(r.rd(queue_reg(2, Q_STATUS)), Q_STATUS_FAULTED);
     assert_eq!(r.completion(2).1, JOB_MMU_FAULT);
 }
+
+#[test]
+fn back_to_back_answers_each_reach_their_own_queue() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE | TRANSCFG_STALL);
+    r.setup_queue(0, 0, 16);
+    r.setup_queue(1, 0, 16);
+    let (base, _) = setup_faultq(&mut r, 4);
+    let s0 = r.submit(0, &Builder::new().store32(0x8_0000, 0xa0));
+    let s1 = r.submit(1, &Builder::new().store32(0x9_0000, 0xa1));
+    r.run();
+    let f0 = read_fault(&r, base, 0, 4);
+    let f1 = read_fault(&r, base, 1, 4);
+    assert_eq!((f0.queue, f1.queue), (0, 1));
+    let p0 = r.map_new(0, 0x8_0000, 4096);
+    let p1 = r.map_new(0, 0x9_0000, 4096);
+    r.wr(DB_FAULTQ_HEAD, 2);
+    // Both answers before either engine steps, in the other order.
+    r.wr(DB_FAULT_RESPONSE, f1.id);
+    r.wr(DB_FAULT_RESPONSE, f0.id);
+    r.run();
+    assert_eq!(r.completion(0), (s0, JOB_OK, 0));
+    assert_eq!(r.completion(1), (s1, JOB_OK, 0));
+    assert_eq!((r.peek32(p0), r.peek32(p1)), (0xa0, 0xa1));
+    // An answer to a fault nobody is stalled on is ignored.
+    r.wr(DB_FAULT_RESPONSE, f0.id | FAULT_RESPONSE_ABORT);
+    let s = r.submit(0, &Builder::new().store32(0x8_0004, 1));
+    r.run();
+    assert_eq!(r.completion(0), (s, JOB_OK, 0));
+}
+
+#[test]
+fn an_answer_before_the_queue_reads_stalled_is_kept() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE | TRANSCFG_STALL);
+    r.setup_queue(0, 0, 16);
+    let (base, wb) = setup_faultq(&mut r, 4);
+    r.wr(IRQ_MASK, IRQ_PAGE_FAULT);
+    // A handler that answers from the interrupt itself, which the device
+    // raises before the engine has marked the queue STALLED.
+    let gpu = Arc::downgrade(&r.gpu);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    r.irqs.set_hook(Some(Box::new(move |_| {
+        let Some(gpu) = gpu.upgrade() else { return };
+        let rd = |pa| {
+            let mut b = [0u8; 4];
+            gpu.bus.mem.read(pa, &mut b).unwrap();
+            u32::from_le_bytes(b)
+        };
+        let tail = rd(wb);
+        let id = rd(base + u64::from((tail - 1) % 4) * FAULT_RECORD_SIZE + 16);
+        seen2
+            .lock()
+            .unwrap()
+            .push(gpu.read_reg(queue_reg(0, Q_STATUS)));
+        gpu.write_reg(DB_FAULTQ_HEAD, tail);
+        gpu.write_reg(DB_FAULT_RESPONSE, id | FAULT_RESPONSE_ABORT);
+    })));
+    let s = r.submit(0, &Builder::new().store32(0x8_0000, 1));
+    r.run();
+    r.irqs.set_hook(None);
+    assert_eq!(*seen.lock().unwrap(), [Q_STATUS_RUNNING]);
+    // The single-threaded loop stops when a step only waits; an engine
+    // thread would have been kicked by the answer.
+    r.run();
+    let f = read_fault(&r, base, 0, 4);
+    assert_eq!(r.completion(0), (s, JOB_MMU_FAULT, f.status));
+    assert_eq!(r.rd(queue_reg(0, Q_STATUS)), Q_STATUS_FAULTED);
+}
