@@ -100,14 +100,23 @@ impl Bus {
         }
     }
 
-    /// Host pointer for a single-operation access (an atomic) at `pa`.
-    pub fn host_ptr(&self, pa: u64, len: usize) -> Result<*mut u8, DmaFault> {
+    /// Runs `f` with a host pointer to the `len` bytes at `pa`, for a
+    /// single-operation access (an atomic). The pointer is valid for `len`
+    /// bytes until `f` returns, and no longer.
+    pub fn with_host_ptr<R>(
+        &self,
+        pa: u64,
+        len: usize,
+        f: impl FnOnce(*mut u8) -> R,
+    ) -> Result<R, DmaFault> {
         self.injected(pa, len)?;
         match self.target(pa) {
-            Target::System => self.mem.host_ptr(pa, len),
+            Target::System => self.mem.with_host_ptr(pa, len, f),
+            // VRAM stays mapped as long as `self.vram` lives.
             Target::Vram => self
                 .vram
                 .host_ptr(pa - VRAM_BASE, len)
+                .map(f)
                 .ok_or(DmaFault { iova: pa }),
         }
     }

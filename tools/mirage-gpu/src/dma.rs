@@ -89,33 +89,33 @@ impl GuestMemory {
     }
 
     fn insert(&self, r: Region) {
-        let mut v = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        let mut v = write_lock(&self.regions);
         v.retain(|o| o.iova + o.len <= r.iova || r.iova + r.len <= o.iova);
         v.push(r);
     }
 
     /// Unmaps every region that lies inside `[iova, iova + size)`.
     pub fn unmap(&self, iova: u64, size: u64) {
-        let mut v = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        let mut v = write_lock(&self.regions);
         v.retain(|r| !(r.iova >= iova && r.iova + r.len <= iova.saturating_add(size)));
     }
 
     pub fn clear(&self) {
-        self.regions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        write_lock(&self.regions).clear();
     }
 
-    /// Splits `[iova, iova + len)` into host pieces and calls `f` with each
-    /// piece's pointer and its offset in the access.
-    fn for_each(
+    /// Runs `f` with the host pieces (pointer, bytes) that back `[iova,
+    /// iova + len)`, in order, while holding the regions lock: no DMA_UNMAP
+    /// can take a piece away before `f` returns. `f` does not run at all if
+    /// any byte is unmapped.
+    fn with_pieces<R>(
         &self,
         iova: u64,
         len: usize,
-        mut f: impl FnMut(*mut u8, usize, usize),
-    ) -> Result<(), DmaFault> {
-        let v = self.regions.read().unwrap_or_else(|e| e.into_inner());
+        f: impl FnOnce(&[(*mut u8, usize)]) -> R,
+    ) -> Result<R, DmaFault> {
+        let v = read_lock(&self.regions);
+        let mut pieces = Vec::with_capacity(1);
         let mut done = 0usize;
         while done < len {
             let at = iova.checked_add(done as u64).ok_or(DmaFault { iova })?;
@@ -126,55 +126,65 @@ impl GuestMemory {
             let off = (at - r.iova) as usize;
             let n = (len - done).min(r.len as usize - off);
             // SAFETY: `off + n <= r.len`, so the piece is inside the region.
-            f(unsafe { r.host.add(off) }, done, n);
+            pieces.push((unsafe { r.host.add(off) }, n));
             done += n;
         }
-        Ok(())
+        Ok(f(&pieces))
     }
 
     /// Reads guest memory. Nothing is read if any byte is unmapped.
     pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
-        self.check(iova, buf.len())?;
         let dst = buf.as_mut_ptr();
-        self.for_each(iova, buf.len(), |src, at, n| {
-            // SAFETY: `src` has `n` readable bytes (for_each); `dst + at` has
-            // `n` writable bytes because `at + n <= buf.len()`.
-            unsafe { std::ptr::copy(src, dst.add(at), n) }
+        self.with_pieces(iova, buf.len(), |pieces| {
+            let mut at = 0;
+            for &(src, n) in pieces {
+                // SAFETY: `src` has `n` readable bytes, kept mapped by the
+                // lock with_pieces holds; `dst + at` has `n` writable bytes
+                // because the pieces add up to `buf.len()`.
+                unsafe { std::ptr::copy(src, dst.add(at), n) };
+                at += n;
+            }
         })
     }
 
-    /// Writes guest memory. Nothing is written if any byte is unmapped.
+    /// Writes guest memory. Nothing is written if any byte is unmapped,
+    /// and the check and the copy happen under one lock.
     pub fn write(&self, iova: u64, buf: &[u8]) -> Result<(), DmaFault> {
-        self.check(iova, buf.len())?;
         let src = buf.as_ptr();
-        self.for_each(iova, buf.len(), |dst, at, n| {
-            // SAFETY: as in `read`, with the roles swapped.
-            unsafe { std::ptr::copy(src.add(at), dst, n) }
+        self.with_pieces(iova, buf.len(), |pieces| {
+            let mut at = 0;
+            for &(dst, n) in pieces {
+                // SAFETY: as in `read`, with the roles swapped.
+                unsafe { std::ptr::copy(src.add(at), dst, n) };
+                at += n;
+            }
         })
     }
 
-    /// Host pointer to `len` bytes at `iova`, which must lie in one region.
-    /// The pointer stays valid until the region is unmapped; callers use it
-    /// at once, for accesses that must be single host operations (atomics).
-    pub fn host_ptr(&self, iova: u64, len: usize) -> Result<*mut u8, DmaFault> {
-        let v = self.regions.read().unwrap_or_else(|e| e.into_inner());
-        let r = v
-            .iter()
-            .find(|r| iova >= r.iova && iova - r.iova < r.len)
-            .ok_or(DmaFault { iova })?;
-        let off = iova - r.iova;
-        if off + len as u64 > r.len {
-            return Err(DmaFault {
-                iova: r.iova + r.len,
-            });
-        }
-        // SAFETY: `off + len <= r.len`, inside the region.
-        Ok(unsafe { r.host.add(off as usize) })
+    /// Runs `f` with a host pointer to the `len` bytes at `iova`, which must
+    /// lie in one region, for accesses that must be one host operation
+    /// (atomics). The pointer is valid for `len` bytes until `f` returns:
+    /// the regions lock is held across `f`.
+    pub fn with_host_ptr<R>(
+        &self,
+        iova: u64,
+        len: usize,
+        f: impl FnOnce(*mut u8) -> R,
+    ) -> Result<R, DmaFault> {
+        self.with_pieces(iova, len, |pieces| match pieces {
+            [(p, _)] => Ok(f(*p)),
+            // Split across regions: not one host operation.
+            _ => Err(DmaFault { iova }),
+        })?
     }
+}
 
-    fn check(&self, iova: u64, len: usize) -> Result<(), DmaFault> {
-        self.for_each(iova, len, |_, _, _| {})
-    }
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().expect("guest memory lock poisoned by a panic")
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().expect("guest memory lock poisoned by a panic")
 }
 
 #[cfg(test)]
@@ -216,6 +226,61 @@ mod tests {
         );
         drop(mem);
         assert!(a.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn unmap_waits_for_an_access_in_progress() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let mem = Arc::new(GuestMemory::default());
+        let f = crate::memfd("dma-test", 4096).unwrap();
+        mem.map_fd(0x1000, 4096, &f, 0).unwrap();
+        let unmapped = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = {
+            let (mem, unmapped) = (mem.clone(), unmapped.clone());
+            std::thread::spawn(move || {
+                rx.recv().unwrap();
+                mem.unmap(0x1000, 4096);
+                unmapped.store(true, Ordering::SeqCst);
+            })
+        };
+        let r = mem.with_host_ptr(0x1008, 8, |p| {
+            tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // The mapping must still be there: this store would otherwise
+            // hit an unmapped page.
+            assert!(
+                !unmapped.load(Ordering::SeqCst),
+                "unmapped under the access"
+            );
+            // SAFETY: `p` is valid for 8 bytes while this closure runs.
+            unsafe { p.cast::<u64>().write_unaligned(7) };
+        });
+        assert_eq!(r, Ok(()));
+        t.join().unwrap();
+        assert!(unmapped.load(Ordering::SeqCst));
+        assert_eq!(
+            mem.with_host_ptr(0x1008, 8, |_| ()),
+            Err(DmaFault { iova: 0x1008 })
+        );
+    }
+
+    #[test]
+    fn host_ptr_access_must_lie_in_one_region() {
+        let mem = GuestMemory::default();
+        let mut a = vec![0u64; 1024];
+        let mut b = vec![0u64; 1024];
+        // SAFETY: the vectors outlive `mem`'s use below.
+        unsafe {
+            mem.map_host(0x1000, a.as_mut_ptr().cast(), 4096);
+            mem.map_host(0x2000, b.as_mut_ptr().cast(), 4096);
+        }
+        assert!(mem.with_host_ptr(0x1ff8, 8, |_| ()).is_ok());
+        assert_eq!(
+            mem.with_host_ptr(0x1ffc, 8, |_| ()),
+            Err(DmaFault { iova: 0x1ffc })
+        );
     }
 
     #[test]

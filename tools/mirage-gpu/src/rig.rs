@@ -37,7 +37,9 @@ pub struct Rig {
     pub gpu: Arc<Gpu>,
     pub irqs: Arc<CountingIrqs>,
     _mem: Arc<GuestMemory>,
-    _ram: Vec<u8>,
+    /// Backs the rig's RAM the way QEMU's memfd backend does, so the
+    /// mapping is page-aligned as in production.
+    _ram: std::fs::File,
     next_page: u64,
     /// GPU VA allocator for command buffers.
     next_cmd_va: u64,
@@ -63,9 +65,8 @@ impl Rig {
         let irqs = Arc::new(CountingIrqs::default());
         let mem = Arc::new(GuestMemory::default());
         let vram = Arc::new(Vram::new(cfg.vram_size).unwrap());
-        let mut ram = vec![0u8; RAM_SIZE];
-        // SAFETY: `ram` lives in the rig as long as `mem` can be used.
-        unsafe { mem.map_host(RAM_IOVA, ram.as_mut_ptr(), RAM_SIZE as u64) };
+        let ram = crate::memfd("mirage-rig-ram", RAM_SIZE as u64).unwrap();
+        mem.map_fd(RAM_IOVA, RAM_SIZE as u64, &ram, 0).unwrap();
         let gpu = Arc::new(Gpu::new(cfg, irqs.clone(), mem.clone(), vram));
         Rig {
             gpu,

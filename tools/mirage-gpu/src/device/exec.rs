@@ -18,8 +18,10 @@ pub(super) trait MemCtx {
     fn read(&self, segs: &Segs, va: u64, access: Access) -> Result<Vec<u8>, Fault>;
     /// Writes what `xlate` returned for `va`.
     fn write(&self, segs: &Segs, va: u64, data: &[u8]) -> Result<(), Fault>;
-    /// Host pointer to the `n` bytes of an atomic's target at `segs[0]`.
-    fn host_ptr(&self, segs: &Segs, va: u64, n: usize) -> Result<*mut u8, Fault>;
+    /// Runs `op` on the 4 or 8 bytes of an atomic's target (`segs` from
+    /// `xlate` for `va`), as one host atomic operation; returns the old
+    /// value.
+    fn atomic(&self, segs: &Segs, va: u64, op: AtomicOp) -> Result<u64, Fault>;
     /// The device clock, in nanoseconds.
     fn now_ns(&self) -> u64;
     /// Counts a command whose header and operands were fetched.
@@ -28,6 +30,67 @@ pub(super) trait MemCtx {
     fn read_va(&self, va: u64, len: u64, access: Access) -> Result<Vec<u8>, Fault> {
         let segs = self.xlate(va, len, access)?;
         self.read(&segs, va, access)
+    }
+}
+
+/// One atomic read-modify-write, as OP_ATOMIC encodes it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AtomicOp {
+    pub op: u64,
+    pub operand: u64,
+    pub compare: u64,
+}
+
+impl AtomicOp {
+    /// 8 for the 64-bit operations, 4 for the 32-bit ones; None if unknown.
+    pub fn width(&self) -> Option<usize> {
+        match self.op {
+            ATOMIC_ADD32 | ATOMIC_INC32 | ATOMIC_CMPXCHG32 => Some(4),
+            ATOMIC_ADD64 | ATOMIC_INC64 | ATOMIC_CMPXCHG64 => Some(8),
+            _ => None,
+        }
+    }
+
+    /// Applies the operation to the naturally aligned location at `p`;
+    /// returns the old value, or None if `p` is not aligned to the width.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be valid for reads and writes of `self.width()` bytes for
+    /// the duration of the call.
+    pub unsafe fn apply(&self, p: *mut u8) -> Option<u64> {
+        let n = self.width()?;
+        if p.align_offset(n) != 0 {
+            return None;
+        }
+        let (operand, compare) = (self.operand, self.compare);
+        Some(if n == 8 {
+            // SAFETY: valid for 8 bytes (the caller) and 8-byte aligned
+            // (checked above); every device access to it here is atomic.
+            let a = unsafe { AtomicU64::from_ptr(p.cast()) };
+            match self.op {
+                ATOMIC_ADD64 => a.fetch_add(operand, Ordering::SeqCst),
+                ATOMIC_INC64 => a.fetch_add(1, Ordering::SeqCst),
+                _ => a
+                    .compare_exchange(compare, operand, Ordering::SeqCst, Ordering::SeqCst)
+                    .unwrap_or_else(|v| v),
+            }
+        } else {
+            // SAFETY: as above, for 4 bytes and 4-byte alignment.
+            let a = unsafe { AtomicU32::from_ptr(p.cast()) };
+            u64::from(match self.op {
+                ATOMIC_ADD32 => a.fetch_add(operand as u32, Ordering::SeqCst),
+                ATOMIC_INC32 => a.fetch_add(1, Ordering::SeqCst),
+                _ => a
+                    .compare_exchange(
+                        compare as u32,
+                        operand as u32,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .unwrap_or_else(|v| v),
+            })
+        })
     }
 }
 
@@ -179,52 +242,27 @@ fn run(m: &dyn MemCtx, op: u8, o: &[u64], len: u64) -> Result<Cmd, Fault> {
 
 /// Runs OP_ATOMIC; Ok(false) for a malformed one.
 fn atomic(m: &dyn MemCtx, o: &[u64]) -> Result<bool, Fault> {
-    let (va, op, operand, compare, result_va) = (o[0], o[1], o[2], o[3], o[4]);
-    let wide = match op {
-        ATOMIC_ADD32 | ATOMIC_INC32 | ATOMIC_CMPXCHG32 => false,
-        ATOMIC_ADD64 | ATOMIC_INC64 | ATOMIC_CMPXCHG64 => true,
-        _ => return Ok(false),
+    let (va, result_va) = (o[0], o[4]);
+    let op = AtomicOp {
+        op: o[1],
+        operand: o[2],
+        compare: o[3],
     };
-    let n = if wide { 8 } else { 4 };
-    if !va.is_multiple_of(n) {
+    let Some(n) = op.width() else {
+        return Ok(false);
+    };
+    if !va.is_multiple_of(n as u64) {
         return Ok(false);
     }
-    let segs = m.xlate(va, n, Access::Atomic)?;
+    let segs = m.xlate(va, n as u64, Access::Atomic)?;
     let rsegs = if result_va != 0 {
-        Some(m.xlate(result_va, n, Access::Write)?)
+        Some(m.xlate(result_va, n as u64, Access::Write)?)
     } else {
         None
     };
-    let ptr = m.host_ptr(&segs, va, n as usize)?;
-    let old = if wide {
-        // SAFETY: `ptr` addresses 8 bytes of a live shared mapping, and
-        // is 8-byte aligned because `pa` is and mappings are page-aligned.
-        let a = unsafe { AtomicU64::from_ptr(ptr.cast()) };
-        match op {
-            ATOMIC_ADD64 => a.fetch_add(operand, Ordering::SeqCst),
-            ATOMIC_INC64 => a.fetch_add(1, Ordering::SeqCst),
-            _ => a
-                .compare_exchange(compare, operand, Ordering::SeqCst, Ordering::SeqCst)
-                .unwrap_or_else(|v| v),
-        }
-    } else {
-        // SAFETY: as above, for 4 bytes and 4-byte alignment.
-        let a = unsafe { AtomicU32::from_ptr(ptr.cast()) };
-        u64::from(match op {
-            ATOMIC_ADD32 => a.fetch_add(operand as u32, Ordering::SeqCst),
-            ATOMIC_INC32 => a.fetch_add(1, Ordering::SeqCst),
-            _ => a
-                .compare_exchange(
-                    compare as u32,
-                    operand as u32,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                )
-                .unwrap_or_else(|v| v),
-        })
-    };
+    let old = m.atomic(&segs, va, op)?;
     if let Some(rsegs) = rsegs {
-        m.write(&rsegs, result_va, &old.to_le_bytes()[..n as usize])?;
+        m.write(&rsegs, result_va, &old.to_le_bytes()[..n])?;
     }
     Ok(true)
 }

@@ -1,7 +1,7 @@
 //! Memory as a command sees it: translation through an address space, then
 //! data accesses on the bus; and the address-space commands.
 
-use super::exec::{MemCtx, Segs};
+use super::exec::{AtomicOp, MemCtx, Segs};
 use super::{lock, Gpu, Stats};
 use crate::mmu::{Access, Fault, FaultKind, XlateStats};
 use std::sync::atomic::Ordering;
@@ -90,12 +90,22 @@ impl MemCtx for VmCtx<'_> {
         Ok(())
     }
 
-    fn host_ptr(&self, segs: &Segs, va: u64, n: usize) -> Result<*mut u8, Fault> {
-        let pa = segs.first().map_or(0, |s| s.0);
+    fn atomic(&self, segs: &Segs, va: u64, op: AtomicOp) -> Result<u64, Fault> {
+        let fault = || data_fault(va, Access::Atomic);
+        let (&[(pa, n)], Some(width)) = (segs.as_slice(), op.width()) else {
+            return Err(fault());
+        };
+        if n != width {
+            return Err(fault());
+        }
         self.gpu
             .bus
-            .host_ptr(pa, n)
-            .map_err(|_| data_fault(va, Access::Atomic))
+            // SAFETY: with_host_ptr keeps `p` valid for `n` bytes until the
+            // closure returns, and `n` is the operation's width.
+            .with_host_ptr(pa, n, |p| unsafe { op.apply(p) })
+            .ok()
+            .flatten()
+            .ok_or_else(fault)
     }
 
     fn now_ns(&self) -> u64 {
