@@ -13,12 +13,22 @@ pub enum Target {
     Vram,
 }
 
+/// Called on every device access, before it happens, with the address,
+/// the length and whether it is a write: a test's window into timing.
+pub type AccessHook = Arc<dyn Fn(u64, usize, bool) + Send + Sync>;
+
+#[derive(Default)]
+struct Injections {
+    /// Any access touching one of these ranges fails.
+    errors: Vec<(u64, u64)>,
+    hook: Option<AccessHook>,
+}
+
 #[derive(Clone)]
 pub struct Bus {
     pub mem: Arc<GuestMemory>,
     pub vram: Arc<Vram>,
-    /// Injected DMA errors: any access touching one of these ranges fails.
-    errors: Arc<RwLock<Vec<(u64, u64)>>>,
+    inject: Arc<RwLock<Injections>>,
 }
 
 impl Bus {
@@ -26,35 +36,46 @@ impl Bus {
         Bus {
             mem,
             vram,
-            errors: Arc::default(),
+            inject: Arc::default(),
         }
+    }
+
+    fn injections(&self) -> std::sync::RwLockWriteGuard<'_, Injections> {
+        self.inject.write().expect("bus injection lock poisoned")
     }
 
     /// Makes every device access touching `[pa, pa + len)` fail.
     pub fn inject_error(&self, pa: u64, len: u64) {
-        self.errors
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pa, len));
+        self.injections().errors.push((pa, len));
     }
 
     pub fn clear_errors(&self) {
-        self.errors
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.injections().errors.clear();
     }
 
-    fn injected(&self, pa: u64, len: usize) -> Result<(), DmaFault> {
-        let errs = self.errors.read().unwrap_or_else(|e| e.into_inner());
-        let end = pa.saturating_add(len as u64);
-        match errs
-            .iter()
-            .find(|(s, l)| pa < s.saturating_add(*l) && *s < end)
-        {
-            Some(&(s, _)) => Err(DmaFault { iova: s.max(pa) }),
-            None => Ok(()),
+    /// Installs (or removes) the hook run before every device access.
+    pub fn set_access_hook(&self, hook: Option<AccessHook>) {
+        self.injections().hook = hook;
+    }
+
+    fn injected(&self, pa: u64, len: usize, write: bool) -> Result<(), DmaFault> {
+        let hook = {
+            let inj = self.inject.read().expect("bus injection lock poisoned");
+            let end = pa.saturating_add(len as u64);
+            if let Some(&(s, _)) = inj
+                .errors
+                .iter()
+                .find(|(s, l)| pa < s.saturating_add(*l) && *s < end)
+            {
+                return Err(DmaFault { iova: s.max(pa) });
+            }
+            inj.hook.clone()
+        };
+        // Outside the lock: a hook may take its time.
+        if let Some(h) = hook {
+            h(pa, len, write);
         }
+        Ok(())
     }
 
     pub fn target(&self, pa: u64) -> Target {
@@ -77,7 +98,7 @@ impl Bus {
     }
 
     pub fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
-        self.injected(pa, buf.len())?;
+        self.injected(pa, buf.len(), false)?;
         match self.target(pa) {
             Target::System => self.mem.read(pa, buf),
             Target::Vram => {
@@ -89,7 +110,7 @@ impl Bus {
     }
 
     pub fn write(&self, pa: u64, buf: &[u8]) -> Result<(), DmaFault> {
-        self.injected(pa, buf.len())?;
+        self.injected(pa, buf.len(), true)?;
         match self.target(pa) {
             Target::System => self.mem.write(pa, buf),
             Target::Vram => {
@@ -109,7 +130,7 @@ impl Bus {
         len: usize,
         f: impl FnOnce(*mut u8) -> R,
     ) -> Result<R, DmaFault> {
-        self.injected(pa, len)?;
+        self.injected(pa, len, true)?;
         match self.target(pa) {
             Target::System => self.mem.with_host_ptr(pa, len, f),
             // VRAM stays mapped as long as `self.vram` lives.

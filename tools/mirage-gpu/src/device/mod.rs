@@ -11,8 +11,10 @@
 //! [`exec`] is the command set, [`vmem`] the memory a command sees through
 //! an address space, [`faults`] the fault latch and the page-fault queue.
 //!
-//! Lock order: a queue's `exec`, then its `qregs`, then an address space,
-//! then `globals`; `answers` is taken alone. MMIO handlers never take `exec` except for resets, which
+//! Lock order: a queue's `exec`, then an address space's `inflight` guard,
+//! then the queue's `qregs`, then an address space, then `globals`;
+//! `answers` is taken alone. Interrupts are signalled with no lock but
+//! `exec` held. MMIO handlers never take `exec` except for resets, which
 //! wait at most for one command to finish.
 
 mod dma_fill;
@@ -37,7 +39,7 @@ use crate::regs::*;
 use crate::vram::Vram;
 use queue::{Exec, QueueRegs};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 /// Faults a test can inject to prove the driver notices them.
@@ -139,6 +141,9 @@ pub struct Gpu {
     irq: Arc<dyn IrqSink>,
     globals: Mutex<Globals>,
     aspaces: Vec<Mutex<AddressSpace>>,
+    /// Per address space: held shared by a running command, exclusively by
+    /// UPDATE and the flushes (see vmem).
+    inflight: Vec<RwLock<()>>,
     qregs: Vec<Mutex<QueueRegs>>,
     execs: Vec<Mutex<Exec>>,
     wake: Vec<Condvar>,
@@ -175,6 +180,7 @@ impl Gpu {
             aspaces: (0..N_AS)
                 .map(|_| Mutex::new(AddressSpace::new(cfg.tlb_entries)))
                 .collect(),
+            inflight: (0..N_AS).map(|_| RwLock::new(())).collect(),
             qregs: (0..N_QUEUES).map(|_| Mutex::default()).collect(),
             execs: (0..N_QUEUES).map(|_| Mutex::default()).collect(),
             wake: (0..N_QUEUES).map(|_| Condvar::new()).collect(),

@@ -1,20 +1,40 @@
 //! Memory as a command sees it: translation through an address space, then
 //! data accesses on the bus; and the address-space commands.
+//!
+//! A command uses the translations it made until it ends, so it holds its
+//! address space's in-flight guard (a read lock) from its first
+//! translation to its last access. UPDATE and the FLUSH commands take the
+//! guard exclusively: when the MMIO write returns, no command still uses a
+//! translation that the command removed. Commands that wait (SEM_WAIT,
+//! HANG, a delay, a stalled fault) return to the engine between attempts
+//! and hold no guard while waiting.
 
 use super::exec::{AtomicOp, MemCtx, Segs};
 use super::{lock, Gpu, Stats};
 use crate::mmu::{Access, Fault, FaultKind, XlateStats};
+use crate::regs::*;
 use std::sync::atomic::Ordering;
+use std::sync::RwLockReadGuard;
 
 /// One command's view of memory: address space `as_idx` of `gpu`.
 pub(super) struct VmCtx<'a> {
     gpu: &'a Gpu,
     as_idx: usize,
+    _inflight: RwLockReadGuard<'a, ()>,
 }
 
 impl<'a> VmCtx<'a> {
+    /// Enters address space `as_idx`; waits for an UPDATE or flush in
+    /// progress there to finish.
     pub fn new(gpu: &'a Gpu, as_idx: usize) -> Self {
-        VmCtx { gpu, as_idx }
+        let guard = gpu.inflight[as_idx]
+            .read()
+            .expect("in-flight guard poisoned by a panic");
+        VmCtx {
+            gpu,
+            as_idx,
+            _inflight: guard,
+        }
     }
 }
 
@@ -118,8 +138,18 @@ impl MemCtx for VmCtx<'_> {
 }
 
 impl Gpu {
-    /// AS_COMMAND of address space `n`.
+    /// AS_COMMAND of address space `n`. UPDATE and the flushes return once
+    /// every command that entered the address space before has ended.
     pub(super) fn as_command(&self, n: usize, cmd: u32) {
+        if !matches!(
+            cmd,
+            AS_CMD_UPDATE | AS_CMD_FLUSH_RANGE | AS_CMD_FLUSH_PT | AS_CMD_FLUSH_MEM
+        ) {
+            return;
+        }
+        let _quiet = self.inflight[n]
+            .write()
+            .expect("in-flight guard poisoned by a panic");
         lock(&self.aspaces[n]).command(cmd);
     }
 }

@@ -8,9 +8,11 @@ use crate::mmu::{Access, FaultKind};
 use crate::rig::*;
 use proptest::prelude::*;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod commands;
+mod inflight;
 mod mmu;
 mod queues;
 mod registers;
