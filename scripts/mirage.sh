@@ -166,8 +166,12 @@ t0=$SECONDS
 if [ -z "$only" ]; then
 	# Host unit tests, one result per test. The status is taken from the
 	# end of the line: a doctest's name has spaces ("src/x.rs - f (line 3)").
+	# A hung test must not hang the run (and hold the lock) for ever;
+	# timeout stops cargo and the test binaries with it (one process group).
 	rc=0
-	mcargo test --workspace >"$RESULTS/cargo-test.log" 2>&1 || rc=$?
+	host_timeout=${MIRAGE_HOST_TEST_TIMEOUT:-1800}
+	as_rust_user timeout --kill-after=30 "$host_timeout" cargo test --workspace \
+		>"$RESULTS/cargo-test.log" 2>&1 || rc=$?
 	host_failed=0
 	while read -r status name; do
 		case "$status" in
@@ -176,7 +180,9 @@ if [ -z "$only" ]; then
 		*) result fail "host: $name"; host_failed=1 ;;
 		esac
 	done < <(sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\|ignored\)\(, .*\)\{0,1\}$/\2 \1/p' "$RESULTS/cargo-test.log")
-	if [ $rc != 0 ] && [ $host_failed = 0 ]; then
+	if [ $rc = 124 ] || [ $rc = 137 ]; then
+		result fail "host: cargo test (timed out after $host_timeout s)" "$RESULTS/cargo-test.log"
+	elif [ $rc != 0 ] && [ $host_failed = 0 ]; then
 		result fail "host: cargo test (did not build or run)" "$RESULTS/cargo-test.log"
 	fi
 	step "lint: cargo fmt --check" "$RESULTS/fmt.log" mcargo fmt --all --check || true
