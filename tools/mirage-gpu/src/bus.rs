@@ -1,9 +1,13 @@
 //! The device-physical address space the MMU outputs into: guest RAM
 //! (bus addresses below [`VRAM_BASE`]) and VRAM (from [`VRAM_BASE`]).
+//!
+//! Every device-initiated access goes through [`Bus`], which refuses them
+//! all while Bus Master Enable is clear, as a PCI function must.
 
 use crate::dma::{DmaFault, GuestMemory};
 use crate::regs::VRAM_BASE;
 use crate::vram::Vram;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Where a device-physical address lands.
@@ -29,6 +33,9 @@ pub struct Bus {
     pub mem: Arc<GuestMemory>,
     pub vram: Arc<Vram>,
     inject: Arc<RwLock<Injections>>,
+    /// Bus Master Enable of the PCI command register: without it the
+    /// device may not start a single memory transaction.
+    master: Arc<AtomicBool>,
 }
 
 impl Bus {
@@ -37,7 +44,17 @@ impl Bus {
             mem,
             vram,
             inject: Arc::default(),
+            master: Arc::default(),
         }
+    }
+
+    /// Follows the command register's Bus Master Enable bit.
+    pub fn set_master(&self, on: bool) {
+        self.master.store(on, Ordering::SeqCst);
+    }
+
+    pub fn master(&self) -> bool {
+        self.master.load(Ordering::SeqCst)
     }
 
     fn injections(&self) -> std::sync::RwLockWriteGuard<'_, Injections> {
@@ -58,7 +75,11 @@ impl Bus {
         self.injections().hook = hook;
     }
 
+    /// Checks that the device may make this access at all.
     fn injected(&self, pa: u64, len: usize, write: bool) -> Result<(), DmaFault> {
+        if !self.master() {
+            return Err(DmaFault { iova: pa });
+        }
         let hook = {
             let inj = self.inject.read().expect("bus injection lock poisoned");
             let end = pa.saturating_add(len as u64);

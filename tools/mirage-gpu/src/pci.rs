@@ -100,6 +100,11 @@ impl ConfigSpace {
     pub fn bar_reg(&self, bar: usize) -> u32 {
         self.get32(0x10 + 4 * bar)
     }
+
+    /// Bus Master Enable, bit 2 of the command register.
+    pub fn bus_master(&self) -> bool {
+        self.bytes[0x04] & 0x04 != 0
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +146,16 @@ mod tests {
         assert_eq!(c.bar_reg(3), u32::MAX);
         assert_eq!(c.bar_reg(4), 0);
         assert_eq!(c.bar_size(2), 64 << 20);
+    }
+
+    #[test]
+    fn command_register_carries_bus_master() {
+        let mut c = ConfigSpace::new(64 << 20);
+        assert!(!c.bus_master(), "off from power-on");
+        c.write(4, &[0x06, 0x00]);
+        assert!(c.bus_master());
+        c.write(4, &[0x02]);
+        assert!(!c.bus_master());
     }
 
     #[test]

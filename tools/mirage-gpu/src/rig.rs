@@ -68,6 +68,8 @@ impl Rig {
         let ram = crate::memfd("mirage-rig-ram", RAM_SIZE as u64).unwrap();
         mem.map_fd(RAM_IOVA, RAM_SIZE as u64, &ram, 0).unwrap();
         let gpu = Arc::new(Gpu::new(cfg, irqs.clone(), mem.clone(), vram));
+        // As pci_set_master() in the driver's probe.
+        gpu.set_bus_master(true);
         Rig {
             gpu,
             irqs,

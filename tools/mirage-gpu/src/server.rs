@@ -117,7 +117,11 @@ impl ServerBackend for Backend {
 
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => self.config.write(offset, data),
+            VFIO_PCI_CONFIG_REGION_INDEX => {
+                self.config.write(offset, data);
+                // The model must see Bus Master Enable: clear, it may not DMA.
+                self.gpu.set_bus_master(self.config.bus_master());
+            }
             VFIO_PCI_BAR0_REGION_INDEX => self.gpu.mmio_write(offset, data),
             VFIO_PCI_BAR2_REGION_INDEX => self.vram.write(offset, data),
             _ => {}
@@ -193,5 +197,30 @@ impl ServerBackend for Backend {
             self.irqs.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_writes_reach_the_model_bus_master_bit() {
+        let mut b = Backend::new(Config {
+            vram_size: 1 << 20,
+            ..Config::default()
+        })
+        .unwrap();
+        assert!(!b.gpu.bus.master());
+        b.region_write(VFIO_PCI_CONFIG_REGION_INDEX, 4, &[0x06, 0x00])
+            .unwrap();
+        assert!(b.gpu.bus.master());
+        let mut cmd = [0u8; 2];
+        b.region_read(VFIO_PCI_CONFIG_REGION_INDEX, 4, &mut cmd)
+            .unwrap();
+        assert_eq!(cmd, [0x06, 0x00]);
+        b.region_write(VFIO_PCI_CONFIG_REGION_INDEX, 4, &[0x02, 0x00])
+            .unwrap();
+        assert!(!b.gpu.bus.master());
     }
 }

@@ -1,6 +1,7 @@
 //! The DMA fill engine (DMA_ADDR, DMA_LEN, DMA_PATTERN, DB_DMA_FILL).
 
 use super::{lock, Gpu};
+use crate::bus::Target;
 use crate::regs::*;
 
 impl Gpu {
@@ -19,7 +20,13 @@ impl Gpu {
             .cycle()
             .take(len as usize)
             .collect();
-        match self.bus.mem.write(addr, &buf) {
+        // System memory only (the manual's contract), and through the bus
+        // like every other device access, so that bus mastering and
+        // injected errors apply to fills too.
+        if self.bus.target(addr) != Target::System {
+            return DMA_FAULT;
+        }
+        match self.bus.write(addr, &buf) {
             Ok(()) => DMA_DONE,
             Err(_) => DMA_FAULT,
         }

@@ -16,6 +16,12 @@ impl Gpu {
 
     /// Decides, under the globals lock, whether an interrupt goes out.
     pub(super) fn should_send(&self, g: &mut Globals) -> bool {
+        // An MSI-X message is a memory write: no bus mastering, no message.
+        // The source stays latched and signals when unmasked later.
+        if !self.bus.master() {
+            log::debug!("interrupt not sent: bus mastering is off");
+            return false;
+        }
         if self.cfg.inject.drop_irqs || g.drop_next > 0 {
             g.drop_next = g.drop_next.saturating_sub(1);
             Stats::bump(&self.stats.irqs_dropped);

@@ -197,6 +197,15 @@ impl Gpu {
         &self.cfg
     }
 
+    /// The PCI command register's Bus Master Enable changed. Off, every DMA
+    /// fails (see [`Bus`]) and no interrupt is sent.
+    pub fn set_bus_master(&self, on: bool) {
+        if self.bus.master() != on {
+            log::debug!("bus master {}", if on { "on" } else { "off" });
+        }
+        self.bus.set_master(on);
+    }
+
     /// Delays every job of queue `q` by `ms` milliseconds (0 ends it), on top of the queue's
     /// own Q_DELAY_MS, until changed again; a device reset keeps it (control socket).
     pub fn inject_delay(&self, q: usize, ms: u32) {

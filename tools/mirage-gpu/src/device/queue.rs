@@ -190,7 +190,12 @@ impl Gpu {
         rec[12..16].copy_from_slice(&fault_status.to_le_bytes());
         // The job's writes happened before this point; the record publishes them.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let _ = self.bus.write(r.completion, &rec);
+        let status = match self.bus.write(r.completion, &rec) {
+            Ok(()) => status,
+            // The driver cannot learn of the job from memory: the queue
+            // stops and says why.
+            Err(_) => JobStatus::DmaError,
+        };
         r.head = r.head.wrapping_add(1);
         Stats::bump(&self.stats.jobs);
         if status == JobStatus::Ok {

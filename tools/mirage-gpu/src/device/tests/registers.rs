@@ -136,3 +136,48 @@ fn dma_fill_writes_guest_memory_and_checks_range() {
     );
     assert_eq!(r.irqs.get(0), 5);
 }
+
+#[test]
+fn without_bus_mastering_nothing_reaches_memory() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let pa = r.map_new(0, 0x5000, 4096);
+    r.wr(IRQ_MASK, IRQ_ALL);
+    r.gpu.set_bus_master(false);
+    // DMA fill.
+    r.wr64(DMA_ADDR_LO, pa);
+    r.wr(DMA_LEN, 16);
+    r.wr(DMA_PATTERN, 0x1234_5678);
+    r.wr(DB_DMA_FILL, 1);
+    assert_eq!(r.rd(DMA_STATUS), DMA_FAULT);
+    // A job: the descriptor cannot be fetched, nor the record written.
+    let s = r.submit(0, &Builder::new().store32(0x5000, 1));
+    r.run();
+    assert_eq!(r.rd(queue_reg(0, Q_STATUS)), Q_STATUS_FAULTED);
+    assert_eq!(r.rd(queue_reg(0, Q_ERROR)), JOB_DMA_ERROR);
+    assert_eq!(r.completion(0), (0, 0, 0), "completion record written");
+    assert_eq!(r.peek(pa, 16), [0; 16]);
+    // Page walks and data accesses fail too.
+    let mut reads = 0;
+    let f = crate::mmu::walk(&r.gpu.bus, r.roots[0], 0x5000, Access::Read, &mut reads);
+    assert_eq!(
+        f.map_err(|f| (f.kind, f.level)),
+        Err((FaultKind::TableBus, 0))
+    );
+    assert!(r.gpu.bus.write_u32(pa, 1).is_err());
+    // Sources latch but no MSI-X message goes out.
+    assert_eq!(
+        r.rd(IRQ_RAWSTAT) & (IRQ_DMA | IRQ_QUEUE_ERROR),
+        IRQ_DMA | IRQ_QUEUE_ERROR
+    );
+    assert_eq!(r.irqs.get(0), 0);
+    // With bus mastering back, the queue resumes where it stopped.
+    r.gpu.set_bus_master(true);
+    r.wr(queue_reg(0, Q_COMMAND), Q_CMD_RESUME);
+    let s2 = r.submit(0, &Builder::new().store32(0x5000, 2));
+    r.run();
+    assert!(s2 > s);
+    assert_eq!(r.completion(0), (s2, JOB_OK, 0));
+    assert_eq!(r.peek32(pa), 2);
+}
