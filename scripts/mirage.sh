@@ -86,7 +86,8 @@ fi
 # results/ is deleted at the start of a run, as root: only a directory this
 # script made (it carries the marker) or the default one in the clone, never
 # whatever MIRAGE_RESULTS happens to name.
-RESULTS=${MIRAGE_RESULTS:-$MIRAGE_ROOT/results}
+# Absolute (the runner runs from elsewhere), symlinks kept as they are.
+RESULTS=$(realpath -m -s "${MIRAGE_RESULTS:-$MIRAGE_ROOT/results}")
 export MIRAGE_RESULTS=$RESULTS
 MARKER=.mirage-results
 if [ -e "$RESULTS" ] || [ -L "$RESULTS" ]; then
