@@ -36,7 +36,8 @@ need_root() {
 # mounts are invisible to every other process and vanish with it, even
 # after SIGKILL: two runs can never unmount each other's /proc, and nothing
 # leaks into the host. Scripts started by such a script share its
-# namespace (MIRAGE_NS is exported), and so see its mounts.
+# namespace, and so see its mounts: MIRAGE_NS holds the namespace's id, so
+# a stale value in some other process's environment does not count.
 #
 # Then it takes $MIRAGE_CACHE/lock: the chroot, the kernel tree, the kernel
 # build and cargo's target directory are shared by every run, so a second
@@ -45,10 +46,19 @@ need_root() {
 # itself.
 mirage_enter() {
 	need_root "$@"
-	if [ -z "${MIRAGE_NS:-}" ]; then
-		command -v unshare >/dev/null || die "unshare not found (Debian package util-linux)"
-		export MIRAGE_NS=$$
-		exec unshare --mount --propagation private -- bash "$0" "$@"
+	local ns
+	ns=$(readlink /proc/$$/ns/mnt)
+	# Never the init process's namespace: that would be the host's.
+	if [ "${MIRAGE_NS:-}" != "$ns" ] || [ "$ns" = "$(readlink /proc/1/ns/mnt)" ]; then
+		case "${MIRAGE_NS_FROM:-}" in
+		"")
+			command -v unshare >/dev/null || die "unshare not found (Debian package util-linux)"
+			export MIRAGE_NS_FROM=$ns
+			exec unshare --mount --propagation private -- bash "$0" "$@"
+			;;
+		"$ns") die "unshare --mount gave no new mount namespace" ;;
+		*) export MIRAGE_NS=$ns; unset MIRAGE_NS_FROM ;; # just re-executed
+		esac
 	fi
 	mkdir -p "$MIRAGE_CACHE"
 	local lock
@@ -71,7 +81,7 @@ mirage_enter() {
 # so they need no unmounting: they go when the run ends.
 chroot_mount() {
 	[ -d "$CHROOT" ] || die "no chroot at $CHROOT; run scripts/toolchain.sh"
-	[ -n "${MIRAGE_NS:-}" ] || die "chroot_mount needs mirage_enter's private mount namespace"
+	[ "${MIRAGE_NS:-}" = "$(readlink /proc/$$/ns/mnt)" ] || die "chroot_mount needs mirage_enter's private mount namespace"
 	local spec src dst
 	for spec in proc:proc sys:sys dev:dev dev/pts:dev/pts; do
 		src=/${spec%%:*}
