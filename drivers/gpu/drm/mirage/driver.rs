@@ -10,14 +10,15 @@ use kernel::{
     irq, pci,
     prelude::*,
     sync::Arc,
+    types::ScopeGuard,
 };
 
 use crate::{
     file::MirageFile,
     gem::Bo,
-    irq::{Bar0, IrqHandler, Vectors},
+    irq::{self as mirage_irq, Bar0, IrqHandler, Vectors},
     params::DeviceInfo,
-    regs, selftest,
+    regs, reset, selftest,
 };
 
 /// PCI device ID of the mirage GPU. It sits in Red Hat's QEMU vendor space, where QEMU has not
@@ -37,7 +38,7 @@ pub(crate) type MirageDevice<Ctx = drm::Normal> = drm::Device<MirageDriver, Ctx>
 #[pin_data]
 pub(crate) struct MirageRegData<'bound> {
     // Declared before `_vectors`: it is made from them and must be freed first.
-    _irq: Pin<KBox<irq::Registration<'bound, IrqHandler<'bound>>>>,
+    _irq: Pin<KBox<irq::ThreadedRegistration<'bound, IrqHandler<'bound>>>>,
     _vectors: Vectors<'bound>,
 }
 
@@ -58,7 +59,7 @@ kernel::pci_device_table!(
 
 /// Checks that BAR0 is a mirage GPU this driver speaks, and reads what it reports.
 fn identify(pdev: &pci::Device<Bound>, bar: &Bar0<'_>) -> Result<DeviceInfo> {
-    let id = bar.read32(regs::ID);
+    let id = bar.read(regs::ID).value().get();
     if id != regs::ID_MAGIC {
         dev_err!(
             pdev,
@@ -68,25 +69,25 @@ fn identify(pdev: &pci::Device<Bound>, bar: &Bar0<'_>) -> Result<DeviceInfo> {
         );
         return Err(ENODEV);
     }
-    let hw_version = bar.read32(regs::VERSION);
-    if hw_version >> 16 != regs::VERSION_MAJOR {
+    let version = bar.read(regs::VERSION);
+    if version.major().get() != regs::VERSION_MAJOR {
         dev_err!(
             pdev,
             "hardware version {}.{} is not supported (need major {})\n",
-            hw_version >> 16,
-            hw_version & 0xffff,
+            version.major().get(),
+            version.minor().get(),
             regs::VERSION_MAJOR
         );
         return Err(ENODEV);
     }
     Ok(DeviceInfo {
         device_id: (u32::from(pdev.vendor_id().as_raw()) << 16) | u32::from(pdev.device_id()),
-        hw_version,
-        features: bar.read32(regs::FEATURES),
-        vram_size: u64::from(bar.read32(regs::VRAM_SIZE_LO))
-            | (u64::from(bar.read32(regs::VRAM_SIZE_HI)) << 32),
-        va_bits: bar.read32(regs::VA_BITS),
-        pgsize_bitmap: bar.read32(regs::PGSIZE_BITMAP),
+        hw_version: version.into_raw(),
+        features: bar.read(regs::FEATURES).value().get(),
+        vram_size: u64::from(bar.read(regs::VRAM_SIZE_LO).value().get())
+            | (u64::from(bar.read(regs::VRAM_SIZE_HI).value().get()) << 32),
+        va_bits: bar.read(regs::VA_BITS).value().get(),
+        pgsize_bitmap: bar.read(regs::PGSIZE_BITMAP).value().get(),
     })
 }
 
@@ -101,16 +102,23 @@ impl pci::Driver for MirageDriver {
         _info: Option<&'bound Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pdev.enable_device_mem()?;
-        pdev.set_master();
 
         let bar = Arc::new(
-            pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"mirage")?,
+            pdev.iomap_region_sized::<{ regs::BAR0_MAPPED }>(0, c"mirage")?,
             GFP_KERNEL,
         )?;
         let info = identify(pdev, &bar)?;
-        // Quiesce whatever a previous driver left behind before taking an interrupt.
-        bar.write32(0, regs::IRQ_MASK);
-        bar.write32(u32::MAX, regs::IRQ_CLEAR);
+        // The device may be in any state: a previous driver instance may have left queues
+        // running, or crashed. Bus mastering lets it DMA, so quiesce it first.
+        reset::quiesce(&bar)
+            .inspect_err(|e| dev_err!(pdev, "the device did not finish a soft reset: {:?}\n", e))?;
+        pdev.set_master();
+        // From here on the device may DMA into memory this function frees on failure.
+        let quiesce_on_error = ScopeGuard::new(|| {
+            if reset::quiesce(&bar).is_err() {
+                dev_err!(pdev, "cannot quiesce the device after a failed probe\n");
+            }
+        });
 
         // SAFETY: Nothing else maps or allocates DMA memory for this device during probe.
         unsafe { pdev.dma_set_mask_and_coherent(DmaMask::try_new(regs::DMA_BITS)?)? };
@@ -123,7 +131,7 @@ impl pci::Driver for MirageDriver {
         let irq = KBox::pin_init(
             // SAFETY: The registration is owned by a `Pin<KBox>` that is never leaked.
             unsafe {
-                irq::Registration::new(
+                irq::ThreadedRegistration::new(
                     request,
                     irq::Flags::TRIGGER_NONE,
                     c"mirage",
@@ -132,6 +140,7 @@ impl pci::Driver for MirageDriver {
             },
             GFP_KERNEL,
         )?;
+        bar.write_reg(mirage_irq::handled_sources());
         selftest::ping(pdev, &bar, irq.handler())?;
         selftest::dma_fill(pdev, &bar, irq.handler())?;
         selftest::mmu_job(pdev, &bar, irq.handler())?;
@@ -143,6 +152,7 @@ impl pci::Driver for MirageDriver {
         }? Error);
         // SAFETY: The registration is stored in `MiragePci` and dropped at unbind.
         let reg = unsafe { drm::Registration::new(pdev.as_ref(), drm, reg_data, 0)? };
+        quiesce_on_error.dismiss();
 
         dev_info!(
             pdev,
@@ -155,9 +165,12 @@ impl pci::Driver for MirageDriver {
         Ok(MiragePci { _reg: reg, bar })
     }
 
-    fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
-        // The device must not interrupt once the handler is gone.
-        this.bar.write32(0, regs::IRQ_MASK);
+    fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        // Nothing may DMA into memory the driver frees next, nor interrupt once the handler is
+        // gone, and the next probe should find a quiet device.
+        if let Err(e) = reset::quiesce(&this.bar) {
+            dev_err!(pdev, "cannot quiesce the device at unbind: {:?}\n", e);
+        }
     }
 }
 

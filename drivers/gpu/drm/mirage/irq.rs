@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 use kernel::{
     device::Bound,
     io::Io,
-    irq::{self, IrqReturn},
+    irq::{self, IrqReturn, ThreadedIrqReturn},
     pci::{self, IrqVectorRegistration},
     prelude::*,
     sync::{
@@ -17,11 +17,11 @@ use kernel::{
 
 use crate::regs;
 
-pub(crate) type Bar0<'bound> = pci::Bar<'bound, { regs::BAR0_SIZE }>;
+pub(crate) type Bar0<'bound> = pci::Bar<'bound, { regs::BAR0_MAPPED }>;
 
 /// Owns the device's MSI-X vector allocation at a stable heap address.
 ///
-/// An [`irq::Registration`] borrows the allocation it was requested from. Keeping the
+/// An [`irq::ThreadedRegistration`] borrows the allocation it was requested from. Keeping the
 /// allocation behind a pointer lets the registration and the allocation live side by side in
 /// the driver's data: the registration is declared first, so it is freed first.
 ///
@@ -46,7 +46,7 @@ impl<'bound> Vectors<'bound> {
     ///
     /// # Safety
     ///
-    /// Every [`irq::Registration`] made from the returned request must be dropped before
+    /// Every [`irq::ThreadedRegistration`] made from the returned request must be dropped before
     /// `self` is.
     pub(crate) unsafe fn request(&self, index: usize) -> Result<irq::IrqRequest<'bound>> {
         // SAFETY: By the type invariant `ptr` is a live `KBox` allocation that is only freed by
@@ -71,9 +71,26 @@ unsafe impl Send for Vectors<'_> {}
 // the allocation.
 unsafe impl Sync for Vectors<'_> {}
 
-/// State shared between the hard-IRQ handler and process context.
+/// The interrupt sources the driver handles; the others stay masked.
+pub(crate) fn handled_sources() -> regs::IRQ_MASK {
+    regs::IRQ_MASK::zeroed()
+        .with_ping(true)
+        .with_dma(true)
+        .with_job(true)
+        .with_queue_error(true)
+}
+
+/// State shared between the two halves of the interrupt handler and process context.
+///
+/// The hard half runs with interrupts off and every register access is a round trip to the
+/// device model (tens of microseconds under vfio-user), so it only reads and acknowledges
+/// `IRQ_STATUS` and leaves the sources in `pending` for the thread. The thread reads no
+/// register for a job completion: completion records are in memory, where their waiters read
+/// them.
 pub(crate) struct IrqHandler<'bound> {
     bar: Arc<Bar0<'bound>>,
+    /// Sources acknowledged by the hard half and not yet handled by the thread.
+    pending: Atomic<u32>,
     pings: Atomic<u32>,
     dma_done: Atomic<u32>,
     jobs_done: Atomic<u32>,
@@ -84,6 +101,7 @@ impl<'bound> IrqHandler<'bound> {
     pub(crate) fn new(bar: Arc<Bar0<'bound>>) -> Self {
         Self {
             bar,
+            pending: Atomic::new(0),
             pings: Atomic::new(0),
             dma_done: Atomic::new(0),
             jobs_done: Atomic::new(0),
@@ -112,30 +130,42 @@ impl<'bound> IrqHandler<'bound> {
     }
 }
 
-impl irq::Handler for IrqHandler<'_> {
-    fn handle(&self) -> IrqReturn {
-        let bar = &*self.bar;
-        let status = bar.read32(regs::IRQ_STATUS);
+impl irq::ThreadedHandler for IrqHandler<'_> {
+    fn handle(&self) -> ThreadedIrqReturn {
+        let status = self.bar.read(regs::IRQ_STATUS).into_raw();
         if status == 0 {
-            return IrqReturn::None;
+            return ThreadedIrqReturn::None;
         }
         // Ack before handling, so that an event arriving meanwhile raises a new interrupt.
-        bar.write32(status, regs::IRQ_CLEAR);
-        if status & regs::IRQ_PING != 0 {
+        self.bar.write_reg(regs::IRQ_CLEAR::from(status));
+        // Release: the thread that takes these bits also sees what the device wrote before it
+        // raised them (the MMIO read above ordered those writes before us).
+        let mut old = self.pending.load(Relaxed);
+        while let Err(now) = self.pending.cmpxchg(old, old | status, Release) {
+            old = now;
+        }
+        ThreadedIrqReturn::WakeThread
+    }
+
+    fn handle_threaded(&self) -> IrqReturn {
+        // Zero when an earlier run of the thread already took these bits: still handled, as
+        // the hard half acknowledged them.
+        let status = regs::IRQ_STATUS::from(self.pending.xchg(0, Acquire));
+        if status.ping() {
             self.pings.fetch_add(1, Relaxed);
         }
         // Release on the counters: whoever sees a count also sees the device's writes.
-        if status & regs::IRQ_DMA != 0 {
+        if status.dma() {
             self.dma_done.fetch_add(1, Release);
         }
-        if status & regs::IRQ_JOB != 0 {
-            let done = bar.read32(regs::JOB_DONE_STATUS);
-            bar.write32(done, regs::JOB_DONE_CLEAR);
+        if status.job() {
             self.jobs_done.fetch_add(1, Release);
         }
-        if status & regs::IRQ_QUEUE_ERROR != 0 {
-            let failed = bar.read32(regs::QUEUE_ERROR_STATUS);
-            bar.write32(failed, regs::QUEUE_ERROR_CLEAR);
+        if status.queue_error() {
+            // An error is rare, so reading which queue stopped costs nothing that matters.
+            let failed = self.bar.read(regs::QUEUE_ERROR_STATUS);
+            self.bar
+                .write_reg(regs::QUEUE_ERROR_CLEAR::from(failed.into_raw()));
             self.queue_errors.fetch_add(1, Release);
         }
         IrqReturn::Handled

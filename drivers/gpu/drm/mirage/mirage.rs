@@ -11,6 +11,7 @@ mod gem;
 mod irq;
 mod params;
 mod regs;
+mod reset;
 mod selftest;
 
 kernel::module_pci_driver! {

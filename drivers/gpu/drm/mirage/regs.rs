@@ -2,79 +2,272 @@
 
 //! BAR0 register map of the mirage virtual GPU.
 //!
-//! `Documentation/gpu/mirage.rst` is the normative description; the device
-//! model in `tools/mirage-gpu/src/regs.rs` implements the same offsets.
+//! `Documentation/gpu/mirage.rst` is the normative description. The device model's
+//! `tools/mirage-gpu/src/regs.rs` implements the same map, and a host test
+//! (`tools/mirage-gpu/tests/driver_regs.rs`) parses this file and checks every offset, array
+//! stride and interrupt bit against it, so the two cannot drift apart.
 
-/// Bytes of BAR0 the driver maps; I/O offsets below it are checked at build time.
-pub(crate) const BAR0_SIZE: usize = 0x4000;
+// The map is complete, as the C drivers' headers are; not every register has a user yet.
+#![allow(dead_code)]
+
+use kernel::io::register;
+
+/// Bytes of BAR0 the driver maps: the register and doorbell pages. BAR0 is 64 KiB, but its
+/// upper half holds the MSI-X table and PBA, which belong to the PCI core.
+pub(crate) const BAR0_MAPPED: usize = 0x4000;
 
 /// ASCII "MRAG" read as a little-endian u32.
 pub(crate) const ID_MAGIC: u32 = u32::from_le_bytes(*b"MRAG");
-/// Device-physical base of VRAM; system memory bus addresses must stay below it.
+/// Bus addresses of system memory must stay below VRAM's base, `1 << 47`.
 pub(crate) const DMA_BITS: u32 = 47;
 /// The only hardware major version this driver speaks.
 pub(crate) const VERSION_MAJOR: u32 = 1;
 
-pub(crate) const ID: usize = 0x000;
-pub(crate) const VERSION: usize = 0x004;
-pub(crate) const FEATURES: usize = 0x008;
-pub(crate) const VRAM_SIZE_LO: usize = 0x010;
-pub(crate) const VRAM_SIZE_HI: usize = 0x014;
-pub(crate) const VA_BITS: usize = 0x018;
-pub(crate) const PGSIZE_BITMAP: usize = 0x01c;
-pub(crate) const IRQ_RAWSTAT: usize = 0x020;
-pub(crate) const IRQ_CLEAR: usize = 0x024;
-pub(crate) const IRQ_MASK: usize = 0x028;
-pub(crate) const IRQ_STATUS: usize = 0x02c;
-pub(crate) const PING_COUNT: usize = 0x030;
-pub(crate) const DMA_ADDR_LO: usize = 0x040;
-pub(crate) const DMA_ADDR_HI: usize = 0x044;
-pub(crate) const DMA_LEN: usize = 0x048;
-pub(crate) const DMA_PATTERN: usize = 0x04c;
-pub(crate) const DMA_STATUS: usize = 0x050;
-pub(crate) const JOB_DONE_STATUS: usize = 0x078;
-pub(crate) const JOB_DONE_CLEAR: usize = 0x07c;
-pub(crate) const QUEUE_ERROR_STATUS: usize = 0x080;
-pub(crate) const QUEUE_ERROR_CLEAR: usize = 0x084;
+/// Address spaces (MMU contexts) of the device.
+pub(crate) const NUM_AS: usize = 16;
+/// Job queues of the device.
+pub(crate) const NUM_QUEUES: usize = 8;
+const AS_STRIDE: usize = 0x40;
+const QUEUE_STRIDE: usize = 0x40;
 
-pub(crate) const DB_PING: usize = 0x1000;
-pub(crate) const DB_DMA_FILL: usize = 0x1004;
-
-/// Queue `n`'s doorbell: the new tail.
-pub(crate) const fn db_queue(n: usize) -> usize {
-    0x1100 + 4 * n
+/// One register per interrupt source, with the same bit layout in RAWSTAT, CLEAR, MASK and
+/// STATUS.
+macro_rules! irq_register {
+    ($(#[$meta:meta])* $name:ident @ $offset:literal) => {
+        register! {
+            $(#[$meta])*
+            pub(crate) $name(u32) @ $offset {
+                /// A ping doorbell was answered.
+                0:0 ping => bool;
+                /// A DMA fill finished (see `DMA_STATUS`).
+                1:1 dma => bool;
+                /// A job with its IRQ flag completed; its record is in memory.
+                2:2 job => bool;
+                /// An address space latched a fault (abort mode).
+                3:3 mmu => bool;
+                /// A queue stopped on an error (see `QUEUE_ERROR_STATUS`).
+                4:4 queue_error => bool;
+                /// A record was posted to the page-fault queue (stall mode).
+                5:5 page_fault => bool;
+                /// A soft reset finished.
+                6:6 reset => bool;
+            }
+        }
+    };
 }
 
-/// Address space `n`'s register `r`.
-pub(crate) const fn as_reg(n: usize, r: usize) -> usize {
-    0x2000 + 0x40 * n + r
+register! {
+    /// Identification: [`ID_MAGIC`].
+    pub(crate) ID(u32) @ 0x000 {
+        31:0 value;
+    }
+
+    /// Hardware version.
+    pub(crate) VERSION(u32) @ 0x004 {
+        15:0 minor;
+        31:16 major;
+    }
+
+    /// Blocks the device implements.
+    pub(crate) FEATURES(u32) @ 0x008 {
+        31:0 value;
+    }
+
+    pub(crate) VRAM_SIZE_LO(u32) @ 0x010 {
+        31:0 value;
+    }
+
+    pub(crate) VRAM_SIZE_HI(u32) @ 0x014 {
+        31:0 value;
+    }
+
+    /// Virtual address bits of the GPU MMU.
+    pub(crate) VA_BITS(u32) @ 0x018 {
+        31:0 value;
+    }
+
+    /// Page and block sizes of the GPU MMU, one bit per size.
+    pub(crate) PGSIZE_BITMAP(u32) @ 0x01c {
+        31:0 value;
+    }
 }
-pub(crate) const AS_TRANSTAB_LO: usize = 0x00;
-pub(crate) const AS_MEMATTR_LO: usize = 0x08;
-pub(crate) const AS_COMMAND: usize = 0x18;
-pub(crate) const AS_FAULTSTATUS: usize = 0x1c;
-pub(crate) const AS_FAULTADDRESS_LO: usize = 0x20;
-pub(crate) const AS_TRANSCFG: usize = 0x30;
-pub(crate) const TRANSCFG_ENABLE: u32 = 1 << 0;
-pub(crate) const AS_CMD_UPDATE: u32 = 1;
 
-/// Queue `n`'s register `r`.
-pub(crate) const fn queue_reg(n: usize, r: usize) -> usize {
-    0x3000 + 0x40 * n + r
+irq_register!(
+    /// Latched interrupt sources, masked or not.
+    IRQ_RAWSTAT @ 0x020
+);
+irq_register!(
+    /// Write 1 to clear a latched source.
+    IRQ_CLEAR @ 0x024
+);
+irq_register!(
+    /// Sources allowed to raise the MSI-X vector.
+    IRQ_MASK @ 0x028
+);
+irq_register!(
+    /// `IRQ_RAWSTAT & IRQ_MASK`.
+    IRQ_STATUS @ 0x02c
+);
+
+register! {
+    /// Pings answered since power-on.
+    pub(crate) PING_COUNT(u32) @ 0x030 {
+        31:0 value;
+    }
+
+    pub(crate) DMA_ADDR_LO(u32) @ 0x040 {
+        31:0 value;
+    }
+
+    pub(crate) DMA_ADDR_HI(u32) @ 0x044 {
+        31:0 value;
+    }
+
+    /// Bytes to fill: a multiple of 4, from 4 B to 1 MiB.
+    pub(crate) DMA_LEN(u32) @ 0x048 {
+        31:0 value;
+    }
+
+    pub(crate) DMA_PATTERN(u32) @ 0x04c {
+        31:0 value;
+    }
+
+    /// Outcome of the last fill.
+    pub(crate) DMA_STATUS(u32) @ 0x050 {
+        31:0 value;
+    }
+
+    /// Device commands.
+    pub(crate) GPU_COMMAND(u32) @ 0x060 {
+        7:0 command;
+    }
+
+    /// Soft resets since power-on; it moves when a reset has finished.
+    pub(crate) RESET_COUNT(u32) @ 0x064 {
+        31:0 value;
+    }
+
+    /// Bit n: queue n completed a job. Informational: completions are read from memory.
+    pub(crate) JOB_DONE_STATUS(u32) @ 0x078 {
+        7:0 queues;
+    }
+
+    pub(crate) JOB_DONE_CLEAR(u32) @ 0x07c {
+        7:0 queues;
+    }
+
+    /// Bit n: queue n stopped on an error.
+    pub(crate) QUEUE_ERROR_STATUS(u32) @ 0x080 {
+        7:0 queues;
+    }
+
+    pub(crate) QUEUE_ERROR_CLEAR(u32) @ 0x084 {
+        7:0 queues;
+    }
+
+    /// Answers a ping with an interrupt.
+    pub(crate) DB_PING(u32) @ 0x1000 {
+        31:0 value;
+    }
+
+    /// Starts a DMA fill.
+    pub(crate) DB_DMA_FILL(u32) @ 0x1004 {
+        31:0 value;
+    }
+
+    /// Queue n's doorbell: its new tail.
+    pub(crate) DB_QUEUE(u32)[NUM_QUEUES, stride = 4] @ 0x1100 {
+        31:0 tail;
+    }
+
+    /// Translation table base, low half.
+    pub(crate) AS_TRANSTAB_LO(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2000 {
+        31:0 value;
+    }
+
+    pub(crate) AS_TRANSTAB_HI(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2004 {
+        31:0 value;
+    }
+
+    /// MAIR-format memory attributes, low half.
+    pub(crate) AS_MEMATTR_LO(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2008 {
+        31:0 value;
+    }
+
+    pub(crate) AS_MEMATTR_HI(u32)[NUM_AS, stride = AS_STRIDE] @ 0x200c {
+        31:0 value;
+    }
+
+    pub(crate) AS_COMMAND(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2018 {
+        7:0 command;
+    }
+
+    /// The latched fault of an address space.
+    pub(crate) AS_FAULTSTATUS(u32)[NUM_AS, stride = AS_STRIDE] @ 0x201c {
+        /// Exception type plus the table level.
+        7:0 exception;
+        /// 0 atomic, 1 execute, 2 read, 3 write.
+        9:8 access;
+        /// The queue that made the access.
+        31:16 queue;
+    }
+
+    pub(crate) AS_FAULTADDRESS_LO(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2020 {
+        31:0 value;
+    }
+
+    pub(crate) AS_FAULTADDRESS_HI(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2024 {
+        31:0 value;
+    }
+
+    pub(crate) AS_TRANSCFG(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2030 {
+        /// Translation on; off, every access faults.
+        0:0 enable => bool;
+        /// Stall and replay faults instead of aborting the job.
+        1:1 stall => bool;
+    }
+
+    pub(crate) Q_RING_BASE_LO(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3000 {
+        31:0 value;
+    }
+
+    pub(crate) Q_RING_BASE_HI(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3004 {
+        31:0 value;
+    }
+
+    /// Entries of the ring, a power of two.
+    pub(crate) Q_RING_SIZE(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3008 {
+        31:0 value;
+    }
+
+    /// Address space of the queue's jobs.
+    pub(crate) Q_AS(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x300c {
+        31:0 value;
+    }
+
+    pub(crate) Q_COMPLETION_LO(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3010 {
+        31:0 value;
+    }
+
+    pub(crate) Q_COMPLETION_HI(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3014 {
+        31:0 value;
+    }
+
+    pub(crate) Q_CONTROL(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3020 {
+        0:0 enable => bool;
+    }
+
+    pub(crate) Q_COMMAND(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3030 {
+        7:0 command;
+    }
 }
-pub(crate) const Q_RING_BASE_LO: usize = 0x00;
-pub(crate) const Q_RING_SIZE: usize = 0x08;
-pub(crate) const Q_AS: usize = 0x0c;
-pub(crate) const Q_COMPLETION_LO: usize = 0x10;
-pub(crate) const Q_CONTROL: usize = 0x20;
-pub(crate) const Q_COMMAND: usize = 0x30;
-pub(crate) const Q_CONTROL_ENABLE: u32 = 1 << 0;
-pub(crate) const Q_CMD_RESET: u32 = 1;
 
-pub(crate) const IRQ_PING: u32 = 1 << 0;
-pub(crate) const IRQ_DMA: u32 = 1 << 1;
-pub(crate) const IRQ_JOB: u32 = 1 << 2;
-pub(crate) const IRQ_QUEUE_ERROR: u32 = 1 << 4;
+/// `GPU_COMMAND`: drop every job, clear every queue, address space and TLB.
+pub(crate) const GPU_CMD_SOFT_RESET: u8 = 1;
+/// `AS_COMMAND`: latch TRANSTAB, MEMATTR and TRANSCFG, and invalidate the TLB.
+pub(crate) const AS_CMD_UPDATE: u8 = 1;
+/// `Q_COMMAND`: drop the current and every pending job; head := tail.
+pub(crate) const Q_CMD_RESET: u8 = 1;
 
-/// DMA_STATUS after a fill that wrote every byte.
+/// `DMA_STATUS` after a fill that wrote every byte.
 pub(crate) const DMA_DONE: u32 = 1;

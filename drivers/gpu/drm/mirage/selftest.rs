@@ -8,7 +8,7 @@
 use kernel::{
     device::Bound,
     dma::Coherent,
-    io::{poll::read_poll_timeout, Io},
+    io::{poll::read_poll_timeout, register::Array, Io},
     pci,
     prelude::*,
     time::Delta,
@@ -37,15 +37,14 @@ fn wait_irq<T: Copy + PartialEq>(before: T, count: impl Fn() -> T) -> Result {
 /// probe instead of hanging the first job.
 pub(crate) fn ping(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
     let before = handler.pings();
-    bar.write32(regs::IRQ_PING, regs::IRQ_MASK);
-    bar.write32(0x5e1f_7e57, regs::DB_PING);
+    bar.write_reg(regs::DB_PING::zeroed().with_value(0x5e1f_7e57u32));
     wait_irq(before, || handler.pings()).inspect_err(|_| {
         dev_err!(
             pdev,
             "interrupt self-test failed: no MSI-X interrupt {} ms after a ping (IRQ_RAWSTAT={:#x}, PING_COUNT={})\n",
             IRQ_TIMEOUT.as_millis(),
-            bar.read32(regs::IRQ_RAWSTAT),
-            bar.read32(regs::PING_COUNT)
+            bar.read(regs::IRQ_RAWSTAT).into_raw(),
+            bar.read(regs::PING_COUNT).value().get()
         )
     })
 }
@@ -62,15 +61,14 @@ pub(crate) fn dma_fill(
     let buf = Coherent::<u32>::zeroed_slice(pdev.as_ref(), WORDS, GFP_KERNEL)?;
     let addr = buf.dma_address();
     let before = handler.dma_done();
-    bar.write32(regs::IRQ_PING | regs::IRQ_DMA, regs::IRQ_MASK);
-    bar.write32(addr as u32, regs::DMA_ADDR_LO);
-    bar.write32((addr >> 32) as u32, regs::DMA_ADDR_HI);
-    bar.write32((WORDS * 4) as u32, regs::DMA_LEN);
-    bar.write32(PATTERN, regs::DMA_PATTERN);
-    bar.write32(1, regs::DB_DMA_FILL);
+    bar.write_reg(regs::DMA_ADDR_LO::zeroed().with_value(addr as u32));
+    bar.write_reg(regs::DMA_ADDR_HI::zeroed().with_value((addr >> 32) as u32));
+    bar.write_reg(regs::DMA_LEN::zeroed().with_value((WORDS * 4) as u32));
+    bar.write_reg(regs::DMA_PATTERN::zeroed().with_value(PATTERN));
+    bar.write_reg(regs::DB_DMA_FILL::zeroed().with_value(1u32));
     wait_irq(before, || handler.dma_done())
         .inspect_err(|_| dev_err!(pdev, "DMA self-test: no completion interrupt\n"))?;
-    let status = bar.read32(regs::DMA_STATUS);
+    let status = bar.read(regs::DMA_STATUS).value().get();
     if status != regs::DMA_DONE {
         dev_err!(pdev, "DMA self-test: device reports status {} for {:#x}; is guest RAM shared with the device?\n", status, addr);
         return Err(EIO);
@@ -170,39 +168,77 @@ pub(crate) fn mmu_job(
         w[DATA * 512 + 2] = 41;
     }
 
-    let wr64 = |lo: usize, v: u64| {
-        bar.try_write32(v as u32, lo)?;
-        bar.try_write32((v >> 32) as u32, lo + 4)
-    };
-    wr64(regs::as_reg(0, regs::AS_TRANSTAB_LO), page(0))?;
-    wr64(regs::as_reg(0, regs::AS_MEMATTR_LO), MAIR)?;
-    bar.try_write32(regs::TRANSCFG_ENABLE, regs::as_reg(0, regs::AS_TRANSCFG))?;
-    bar.try_write32(regs::AS_CMD_UPDATE, regs::as_reg(0, regs::AS_COMMAND))?;
-    wr64(regs::queue_reg(0, regs::Q_RING_BASE_LO), page(RING))?;
-    bar.try_write32(2, regs::queue_reg(0, regs::Q_RING_SIZE))?;
-    bar.try_write32(0, regs::queue_reg(0, regs::Q_AS))?;
-    wr64(regs::queue_reg(0, regs::Q_COMPLETION_LO), page(DONE))?;
-    bar.try_write32(regs::Q_CONTROL_ENABLE, regs::queue_reg(0, regs::Q_CONTROL))?;
-    bar.write32(
-        regs::IRQ_PING | regs::IRQ_DMA | regs::IRQ_JOB | regs::IRQ_QUEUE_ERROR,
-        regs::IRQ_MASK,
+    // Address space 0 and queue 0, which probe owns: nothing else runs yet.
+    let lo = |v: u64| v as u32;
+    let hi = |v: u64| (v >> 32) as u32;
+    bar.write(
+        regs::AS_TRANSTAB_LO::at(0),
+        regs::AS_TRANSTAB_LO::from(lo(page(0))),
+    );
+    bar.write(
+        regs::AS_TRANSTAB_HI::at(0),
+        regs::AS_TRANSTAB_HI::from(hi(page(0))),
+    );
+    bar.write(
+        regs::AS_MEMATTR_LO::at(0),
+        regs::AS_MEMATTR_LO::from(lo(MAIR)),
+    );
+    bar.write(
+        regs::AS_MEMATTR_HI::at(0),
+        regs::AS_MEMATTR_HI::from(hi(MAIR)),
+    );
+    bar.write(
+        regs::AS_TRANSCFG::at(0),
+        regs::AS_TRANSCFG::zeroed().with_enable(true),
+    );
+    bar.write(
+        regs::AS_COMMAND::at(0),
+        regs::AS_COMMAND::zeroed().with_command(regs::AS_CMD_UPDATE),
+    );
+    bar.write(
+        regs::Q_RING_BASE_LO::at(0),
+        regs::Q_RING_BASE_LO::from(lo(page(RING))),
+    );
+    bar.write(
+        regs::Q_RING_BASE_HI::at(0),
+        regs::Q_RING_BASE_HI::from(hi(page(RING))),
+    );
+    bar.write(regs::Q_RING_SIZE::at(0), regs::Q_RING_SIZE::from(2));
+    bar.write(regs::Q_AS::at(0), regs::Q_AS::from(0));
+    bar.write(
+        regs::Q_COMPLETION_LO::at(0),
+        regs::Q_COMPLETION_LO::from(lo(page(DONE))),
+    );
+    bar.write(
+        regs::Q_COMPLETION_HI::at(0),
+        regs::Q_COMPLETION_HI::from(hi(page(DONE))),
+    );
+    bar.write(
+        regs::Q_CONTROL::at(0),
+        regs::Q_CONTROL::zeroed().with_enable(true),
     );
 
     let counts = || (handler.jobs_done(), handler.queue_errors());
     let before = counts();
-    bar.try_write32(1, regs::db_queue(0))?;
+    bar.write(regs::DB_QUEUE::at(0), regs::DB_QUEUE::from(1));
     let waited = wait_irq(before, counts);
 
     // Switch the queue and the address space off before judging, so that the device is
     // quiet whatever happened.
-    bar.try_write32(0, regs::queue_reg(0, regs::Q_CONTROL))?;
-    bar.try_write32(regs::Q_CMD_RESET, regs::queue_reg(0, regs::Q_COMMAND))?;
-    let fault = (
-        bar.try_read32(regs::as_reg(0, regs::AS_FAULTSTATUS))?,
-        bar.try_read32(regs::as_reg(0, regs::AS_FAULTADDRESS_LO))?,
+    bar.write(regs::Q_CONTROL::at(0), regs::Q_CONTROL::zeroed());
+    bar.write(
+        regs::Q_COMMAND::at(0),
+        regs::Q_COMMAND::zeroed().with_command(regs::Q_CMD_RESET),
     );
-    bar.try_write32(0, regs::as_reg(0, regs::AS_TRANSCFG))?;
-    bar.try_write32(regs::AS_CMD_UPDATE, regs::as_reg(0, regs::AS_COMMAND))?;
+    let fault = (
+        bar.read(regs::AS_FAULTSTATUS::at(0)),
+        bar.read(regs::AS_FAULTADDRESS_LO::at(0)).value().get(),
+    );
+    bar.write(regs::AS_TRANSCFG::at(0), regs::AS_TRANSCFG::zeroed());
+    bar.write(
+        regs::AS_COMMAND::at(0),
+        regs::AS_COMMAND::zeroed().with_command(regs::AS_CMD_UPDATE),
+    );
     if waited.is_err() {
         dev_err!(pdev, "MMU self-test: the job did not complete\n");
         return Err(EIO);
@@ -215,10 +251,11 @@ pub(crate) fn mmu_job(
     if seqno != 1 || status != 0 {
         dev_err!(
             pdev,
-            "MMU self-test: job {} ended with status {} (fault status {:#x} at {:#x})\n",
+            "MMU self-test: job {} ended with status {} (fault {:#x}, access {}, at {:#x})\n",
             seqno,
             status,
-            fault.0,
+            fault.0.exception().get(),
+            fault.0.access().get(),
             fault.1
         );
         return Err(EIO);
