@@ -21,6 +21,43 @@ bound() {
 	[ -e /sys/bus/pci/drivers/mirage ] && ls /sys/bus/pci/drivers/mirage | grep -q '^0000:'
 }
 
+# "name=1" if the driver is bound, else "name=0".
+say_bound() {
+	if bound; then echo "MIRAGE: $1=1"; else echo "MIRAGE: $1=0"; fi
+}
+
+# The mirage PCI function, bound or not.
+pci_dev() {
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat "$d/vendor")" = 0x1b36 ] && [ "$(cat "$d/device")" = 0x4d47 ] && basename "$d"
+	done
+}
+
+# Asks the host runner to send one command to the device's control socket,
+# and waits for its reply on the console ("<n> <reply>").
+control_n=0
+control() {
+	control_n=$((control_n + 1))
+	echo "MIRAGE: control-request $control_n $*"
+	reply="no reply"
+	while read -r -t 60 id rest; do
+		if [ "$id" = "$control_n" ]; then reply=$rest; break; fi
+	done </dev/console
+	echo "MIRAGE: control $control_n ($1) reply=$reply"
+}
+
+# Injects a device fault through the control socket, then binds: the probe
+# must notice the fault, fail with its message (checked by the runner) and
+# leave the device unbound.
+inject_and_bind() { # name control-command...
+	name=$1
+	shift
+	control "$@"
+	echo "$dev" >/sys/bus/pci/drivers/mirage/bind 2>/dev/null
+	echo "MIRAGE: $name bind rc=$?"
+	say_bound "$name bound"
+}
+
 leak_scan() {
 	# kmemleak ignores objects younger than 5 s; scan twice as its docs advise.
 	[ -e /sys/kernel/debug/kmemleak ] || { echo "MIRAGE: kmemleak unavailable"; return; }
@@ -53,7 +90,40 @@ run|test)
 	fi
 	rmmod mirage
 	echo "MIRAGE: rmmod rc=$?"
-	[ "$mode" = test ] && leak_scan
+	if [ "$mode" = test ]; then
+		# A second load must find the device however the first left it.
+		modprobe mirage
+		echo "MIRAGE: reload modprobe rc=$?"
+		say_bound "reload bound"
+		mirage info >/tmp/info.txt 2>&1
+		echo "MIRAGE: reload info rc=$?"
+		# Unbind and bind the same function through sysfs.
+		dev=$(pci_dev)
+		echo "$dev" >/sys/bus/pci/drivers/mirage/unbind
+		echo "MIRAGE: unbind rc=$?"
+		say_bound "unbind bound"
+		echo "$dev" >/sys/bus/pci/drivers/mirage/bind
+		echo "MIRAGE: rebind rc=$?"
+		say_bound "rebind bound"
+		mirage info >/tmp/info.txt 2>&1
+		echo "MIRAGE: rebind info rc=$?"
+		# Faults from the device's control socket, each caught by a probe
+		# self-test; then a clean bind.
+		echo "$dev" >/sys/bus/pci/drivers/mirage/unbind
+		inject_and_bind dropped-irq drop-irqs 1
+		inject_and_bind delayed-job delay 0 3000
+		control delay 0 0
+		inject_and_bind dma-error inject-dma-error 0 0x800000000000
+		control clear-dma-errors
+		echo "$dev" >/sys/bus/pci/drivers/mirage/bind
+		echo "MIRAGE: recovered bind rc=$?"
+		say_bound "recovered bound"
+		mirage info >/tmp/info.txt 2>&1
+		echo "MIRAGE: recovered info rc=$?"
+		rmmod mirage
+		echo "MIRAGE: final rmmod rc=$?"
+		leak_scan
+	fi
 	;;
 probe-fail)
 	# The device is broken on purpose: the driver must refuse to bind.

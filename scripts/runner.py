@@ -39,14 +39,23 @@ VRAM = os.environ.get("MIRAGE_VRAM", "64M")
 
 # Splats that fail a run wherever they appear in the serial log.
 SPLAT = re.compile(
-    r"(WARNING:|BUG:|Oops|Kernel panic|general protection fault|UBSAN:|"
+    r"(WARNING:|BUG:|INFO:|Oops|Kernel panic|general protection fault|UBSAN:|"
+    r"------------\[ cut here \]------------|DMA-API: \S+ \S+: |list_add corruption|list_del corruption|"
     r"possible circular locking|possible recursive locking|inconsistent lock state|"
     r"suspicious RCU usage|detected stalls|unreferenced object 0x|"
-    r"kmemleak: \d+ new suspected memory leaks)"
+    r"kmemleak: \d+ new suspected memory leaks|rust_kernel: panicked)"
 )
+# What in the device model's log means it broke, whatever the guest saw.
+GPU_SPLAT = re.compile(r"panicked")
 TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
-KTAP_CASE = re.compile(r"^(\s+)(not ok|ok) (\d+) ([^#]*?)\s*(#\s*(SKIP|TODO).*)?$")
+KTAP_CASE = re.compile(r"^(\s*)(not ok|ok) (\d+) ([^#]*?)\s*(#\s*(SKIP|TODO).*)?$")
+KTAP_PLAN = re.compile(r"^(\s*)1\.\.(\d+)\s*$")
 SUBTEST = re.compile(r"^\s*# Subtest: (\S+)")
+# Suites whose every case must run: a SKIP there is a failure.
+REQUIRED_SUITES = ("mirage_uapi_get_param", "mirage_guest")
+# The guest asks the runner for one control-socket command with this line and
+# reads "<n> <reply>" back on its console.
+CONTROL_REQUEST = re.compile(r"^MIRAGE: control-request (\d+) (.+)$")
 
 
 def log(msg):
@@ -67,13 +76,22 @@ class Scenario:
     inject: str = ""
     timeout: int = 600
     expect_log: list = field(default_factory=list)
+    # Serve the guest's control-socket requests while it runs.
+    control: bool = False
 
 
 # What `make check` boots. The probe-fail scenarios prove that the driver
 # notices a broken device: were its ID check or its interrupt self-test
 # removed, they would bind and fail here.
 SCENARIOS = {
-    "guest": Scenario("guest", "test", expect_log=["self-tests passed (irq, dma, mmu job)"]),
+    "guest": Scenario("guest", "test", control=True, expect_log=[
+        "self-tests passed (irq, dma, mmu job)",
+        # Each fault injected through the control socket fails the next probe
+        # with its own message (guest-init.sh).
+        "interrupt self-test failed: no MSI-X interrupt",
+        "MMU self-test: the job did not complete",
+        "DMA self-test: device reports status 2",
+    ]),
     "bad-id": Scenario(
         "bad-id", "probe-fail", inject="bad-id",
         expect_log=["ID register reads 0xb8beadb2, expected 0x4741524d: not a mirage GPU"],
@@ -135,10 +153,11 @@ def build_initramfs(dest):
 class Proc:
     """A child in its own session, so that killing it kills only what it spawned."""
 
-    def __init__(self, argv, logfile):
+    def __init__(self, argv, logfile, stdin=False):
         self.log = open(logfile, "wb")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  start_new_session=True)
 
     def wait(self, timeout):
         try:
@@ -147,6 +166,11 @@ class Proc:
             return None
 
     def kill(self):
+        if self.p.stdin is not None:
+            try:
+                self.p.stdin.close()
+            except OSError:
+                pass
         if self.p.poll() is None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -240,15 +264,33 @@ def boot(sc, accel, initrd, outdir):
         serial = outdir / f"{sc.name}-serial.log"
         t0 = time.time()
         qemu = Proc(qemu_argv(accel, f"mirage_mode={sc.mode}", f"{run.inside}/gpu.sock",
-                              f"{run.inside}/initramfs.gz"), serial)
-        rc = qemu.wait(sc.timeout)
+                              f"{run.inside}/initramfs.gz"), serial, stdin=sc.control)
+        control = Control(run.host / "control.sock", qemu, outdir / f"{sc.name}-control.log") \
+            if sc.control else None
+        rc = None
+        while time.time() - t0 < sc.timeout:
+            rc = qemu.wait(0.2)
+            if rc is not None:
+                break
+            if control is not None:
+                control.serve(serial)
         took = time.time() - t0
         if rc is None:
             results.append(Result(f"{sc.name}: boot", "fail", f"timed out after {sc.timeout} s"))
         qemu.kill()
         gpu_rc = gpu.wait(10)
+        gpu.kill()
         text = serial.read_text(errors="replace")
         log(f"{sc.name}: guest ran {took:.1f} s (accel {accel}, qemu rc {rc}, device rc {gpu_rc})")
+        # The device model is part of what is tested: a panic in it or an
+        # unclean exit fails the boot that used it, whatever the guest saw.
+        results.append(Result(f"{sc.name}: device model exited cleanly",
+                              "pass" if gpu_rc == 0 else "fail",
+                              f"mirage-gpu exit status {gpu_rc}"))
+        gpu_log = (outdir / f"{sc.name}-gpu.log").read_text(errors="replace").splitlines()
+        bad = [l for l in gpu_log if GPU_SPLAT.search(l)]
+        results.append(Result(f"{sc.name}: no panic in the device model log",
+                              "fail" if bad else "pass", "\n".join(bad[:10])))
         return text, results
     finally:
         for p in (qemu, gpu):
@@ -257,35 +299,120 @@ def boot(sc, accel, initrd, outdir):
         run.cleanup()
 
 
+class Control:
+    """Answers the guest's control-socket requests (see guest-init.sh)."""
+
+    def __init__(self, sock, qemu, logfile):
+        self.sock = sock
+        self.qemu = qemu
+        self.logfile = logfile
+        self.served = 0
+
+    def ask(self, cmd):
+        import socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(10)
+            c.connect(str(self.sock))
+            c.sendall(cmd.encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.decode(errors="replace").strip() or "error no reply"
+
+    def serve(self, serial):
+        for l in strip(serial.read_text(errors="replace")):
+            m = CONTROL_REQUEST.match(l)
+            if not m or int(m.group(1)) <= self.served:
+                continue
+            n, cmd = int(m.group(1)), m.group(2).strip()
+            try:
+                reply = self.ask(cmd)
+            except OSError as e:
+                reply = f"error {e}"
+            with open(self.logfile, "a") as f:
+                f.write(f"{n} {cmd} -> {reply}\n")
+            self.served = n
+            self.qemu.p.stdin.write(f"{n} {reply}\n".encode())
+            self.qemu.p.stdin.flush()
+
+
 def strip(text):
     return [TIMESTAMP.sub("", l.rstrip("\r")) for l in text.splitlines()]
 
 
+class Suite:
+    """One KTAP (sub)test with its plan, as it is being read."""
+
+    def __init__(self, indent, name, nested):
+        self.indent = indent
+        self.name = name
+        # KUnit prints no plan for the cases of a parameterised test.
+        self.nested = nested
+        self.plan = None
+        self.count = 0
+
+
 def parse_ktap(lines):
-    """Test cases of every KTAP subtest in the log, named suite.case."""
+    """Every KTAP case in the log, as results named suite.case (suite.case.param
+    for the cases of a parameterised test), plus a failure for every suite
+    whose number of cases differs from its plan (a truncated run) and for a
+    SKIP in a required suite. A suite that runs again (the module is loaded
+    twice) is named suite#2."""
     out = []
     stack = []
+    runs = {}
+
+    def close(suite):
+        if suite.plan is None and suite.nested:
+            return
+        if suite.plan != suite.count:
+            out.append(Result(f"{suite.name}: plan", "fail",
+                              f"plan 1..{suite.plan}, {suite.count} cases reported"))
+
+    def pop_deeper(indent, inclusive):
+        while stack and (stack[-1].indent > indent or (inclusive and stack[-1].indent == indent)):
+            close(stack.pop())
+
     for l in lines:
         m = SUBTEST.match(l)
         if m:
             indent = len(l) - len(l.lstrip())
-            while stack and stack[-1][0] >= indent:
-                stack.pop()
-            stack.append((indent, m.group(1)))
+            pop_deeper(indent, inclusive=True)
+            name = m.group(1)
+            if stack:
+                name = f"{stack[-1].name}.{name}"
+            else:
+                runs[name] = runs.get(name, 0) + 1
+                if runs[name] > 1:
+                    name = f"{name}#{runs[name]}"
+            stack.append(Suite(indent, name, nested=len(stack) > 0))
+            continue
+        m = KTAP_PLAN.match(l)
+        if m:
+            if stack and stack[-1].indent == len(m.group(1)) and stack[-1].plan is None:
+                stack[-1].plan = int(m.group(2))
             continue
         m = KTAP_CASE.match(l)
         if not m:
             continue
         indent = len(m.group(1))
-        while stack and stack[-1][0] > indent:
-            stack.pop()
-        if not stack or stack[-1][0] != indent:
+        pop_deeper(indent, inclusive=False)
+        if not stack or stack[-1].indent != indent:
             continue  # a suite's own result line; its cases were counted
-        name = f"{stack[-1][1]}.{m.group(4).strip()}"
+        suite = stack[-1]
+        suite.count += 1
+        name = f"{suite.name}.{m.group(4).strip()}"
+        base = suite.name.split(".")[0].split("#")[0]
         if m.group(6) == "SKIP":
-            out.append(Result(name, "skip", m.group(5) or ""))
+            status = "fail" if base in REQUIRED_SUITES else "skip"
+            out.append(Result(name, status, m.group(5) or ""))
         else:
             out.append(Result(name, "pass" if m.group(2) == "ok" else "fail"))
+    while stack:
+        close(stack.pop())
     return out
 
 
@@ -315,11 +442,27 @@ def judge(sc, text):
         expect("rmmod mirage", mk.get("rmmod rc") == "0", f"rc {mk.get('rmmod rc')}")
         if sc.mode == "test":
             cases = parse_ktap(lines)
-            suites = {c.name.split(".")[0] for c in cases}
-            for want in ("mirage_uapi_get_param", "mirage_guest"):
-                expect(f"KTAP suite {want} ran", want in suites, "no results in the log")
+            suites = {c.name.split(".")[0] for c in cases if c.status == "pass"}
+            for want in REQUIRED_SUITES:
+                expect(f"KTAP suite {want} ran", want in suites, "no passing case in the log")
             res += [Result(f"{sc.name}: {c.name}", c.status, c.detail) for c in cases]
             expect("mirage-tests exit status", mk.get("tests rc") == "0", f"rc {mk.get('tests rc')}")
+            # guest-init.sh: reload, sysfs unbind/bind, and faults injected
+            # through the control socket that the next probe must refuse.
+            for key, want in [
+                ("reload modprobe rc", "0"), ("reload bound", "1"), ("reload info rc", "0"),
+                ("unbind rc", "0"), ("unbind bound", "0"),
+                ("rebind rc", "0"), ("rebind bound", "1"), ("rebind info rc", "0"),
+                ("dropped-irq bound", "0"), ("delayed-job bound", "0"), ("dma-error bound", "0"),
+                ("recovered bind rc", "0"), ("recovered bound", "1"), ("recovered info rc", "0"),
+                ("final rmmod rc", "0"),
+            ]:
+                expect(f"{key} = {want}", mk.get(key) == want, f"got {mk.get(key)}")
+            for n, what in [(1, "drop-irqs"), (2, "delay"), (3, "delay"), (4, "inject-dma-error"),
+                            (5, "clear-dma-errors")]:
+                key = f"control {n} ({what}) reply"
+                expect(f"control socket: {what} answered ok", mk.get(key) == "ok",
+                       f"got {mk.get(key)}")
     elif sc.mode == "probe-fail":
         expect("driver refused the device", mk.get("bound") == "0", "bound to a broken device")
         expect("no render node", mk.get("render-node") == "0", "a render node appeared")
