@@ -5,7 +5,9 @@
 //! - `inject-dma-error ADDR LEN`: device accesses touching the range fail;
 //! - `clear-dma-errors`;
 //! - `drop-irqs N`: the next N interrupts are latched but not sent;
-//! - `delay QUEUE MS`: every job of QUEUE waits MS milliseconds first.
+//! - `delay QUEUE MS`: every job of QUEUE waits MS milliseconds first;
+//! - `crash-engine QUEUE`: QUEUE's engine thread panics, as a model bug
+//!   would (the binary then aborts); for testing that panics are noticed.
 //!
 //! Replies start with `ok` or `error`.
 
@@ -62,6 +64,13 @@ pub fn handle(gpu: &Gpu, line: &str) -> String {
                 "ok".into()
             }
             _ => "error usage: delay QUEUE MS".into(),
+        },
+        Some("crash-engine") => match num(it.next()) {
+            Some(q) if q < regs::N_QUEUES as u64 => {
+                gpu.crash_engine(q as usize);
+                "ok".into()
+            }
+            _ => "error usage: crash-engine QUEUE".into(),
         },
         _ => format!("error unknown command '{}'", line.trim()),
     }

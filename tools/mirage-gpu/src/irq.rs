@@ -21,7 +21,7 @@ pub struct EventfdIrqs {
 impl EventfdIrqs {
     /// Installs `fds` for vectors `start..start + fds.len()`; `None` disables a vector.
     pub fn set(&self, start: u32, fds: Vec<Option<File>>) {
-        let mut v = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = self.fds.lock().expect("eventfd table lock poisoned");
         let end = start as usize + fds.len();
         if v.len() < end {
             v.resize_with(end, || None);
@@ -33,13 +33,16 @@ impl EventfdIrqs {
 
     /// Drops every vector (SET_IRQS with count 0, or device reset).
     pub fn clear(&self) {
-        self.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.fds
+            .lock()
+            .expect("eventfd table lock poisoned")
+            .clear();
     }
 }
 
 impl IrqSink for EventfdIrqs {
     fn raise(&self, vector: u16) {
-        let mut v = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = self.fds.lock().expect("eventfd table lock poisoned");
         match v.get_mut(vector as usize).and_then(Option::as_mut) {
             // An eventfd write only fails when the counter would overflow,
             // which means the guest already has an interrupt pending.
@@ -72,14 +75,14 @@ impl CountingIrqs {
     /// device locks: the hook may only do what an interrupt handler may
     /// (register and memory accesses).
     pub fn set_hook(&self, hook: Option<IrqHook>) {
-        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+        *self.hook.lock().expect("IRQ hook lock poisoned") = hook;
     }
 }
 
 impl IrqSink for CountingIrqs {
     fn raise(&self, vector: u16) {
         self.count[vector as usize].fetch_add(1, Ordering::SeqCst);
-        if let Some(h) = self.hook.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(h) = self.hook.lock().expect("IRQ hook lock poisoned").as_ref() {
             h(vector);
         }
     }

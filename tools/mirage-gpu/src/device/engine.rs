@@ -33,8 +33,18 @@ impl Gpu {
         (0..N_QUEUES).for_each(|q| self.kick(q));
     }
 
+    /// Makes queue `q`'s engine panic at its next step (control socket):
+    /// a stand-in for a model bug, to test that one is noticed.
+    pub fn crash_engine(&self, q: usize) {
+        self.crash.fetch_or(1 << q, Ordering::SeqCst);
+        self.kick(q);
+    }
+
     /// Advances queue `q` by at most one command.
     pub fn step_queue(&self, q: usize) -> Step {
+        if self.crash.load(Ordering::SeqCst) & (1 << q) != 0 {
+            panic!("queue {q}: engine crash requested on the control socket");
+        }
         let mut ex = lock(&self.execs[q]);
         let (ring_base, ring_size, as_idx, head, tail, enabled, status, delay_ms) = {
             let r = lock(&self.qregs[q]);

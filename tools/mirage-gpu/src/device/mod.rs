@@ -150,6 +150,9 @@ pub struct Gpu {
     pub stats: Stats,
     start: Instant,
     next_fault_id: AtomicU32,
+    /// Bit q: queue q's engine panics on its next step (control socket),
+    /// to prove that a model bug cannot go unnoticed.
+    crash: AtomicU32,
     /// Stalled faults by id; a leaf lock.
     answers: Mutex<faults::Answers>,
     stop: AtomicBool,
@@ -158,8 +161,12 @@ pub struct Gpu {
     injected_delay_ms: Vec<AtomicU32>,
 }
 
+/// Locks a device mutex. A poisoned one means a device thread panicked
+/// while changing device state: going on would hide the bug, so this
+/// panics in turn (and the binary's panic hook aborts).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock()
+        .expect("device state lock poisoned: a device thread panicked")
 }
 
 fn set_lo(v: &mut u64, lo: u32) {
@@ -188,6 +195,7 @@ impl Gpu {
             start: Instant::now(),
             next_fault_id: AtomicU32::new(1),
             answers: Mutex::default(),
+            crash: AtomicU32::new(0),
             stop: AtomicBool::new(false),
             injected_delay_ms: (0..N_QUEUES).map(|_| AtomicU32::new(0)).collect(),
         }

@@ -134,3 +134,15 @@ fn engine_threads_run_queues_concurrently() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn a_poisoned_device_lock_is_not_recovered() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let m = std::sync::Mutex::new(0u32);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _g = m.lock().unwrap();
+        panic!("a device thread dies holding the lock");
+    }));
+    assert!(m.is_poisoned());
+    assert!(catch_unwind(AssertUnwindSafe(|| *lock(&m))).is_err());
+}
