@@ -29,8 +29,12 @@ pub enum FaultKind {
     TableBus,
     /// The access flag of the leaf is clear.
     AccessFlag,
-    /// VA above 48 bits, or an output address above 48 bits.
-    AddressSize,
+    /// Input address size: the VA is not below 2^48 (this includes
+    /// sign-extended "upper half" addresses; there is one VA range).
+    AddressSizeIn,
+    /// Output address size: TRANSTAB, a table address or a leaf's output
+    /// address has bits 51:48 (or, for TRANSTAB, any bit above 47) set.
+    AddressSizeOut,
     /// An atomic to system memory whose attribute does not allow it.
     MemoryAttribute,
     /// The translated address is not backed (no RAM, past VRAM).
@@ -45,9 +49,12 @@ impl FaultKind {
             FaultKind::Permission => 0xc8,
             FaultKind::TableBus => 0xd0,
             FaultKind::AccessFlag => 0xd8,
-            FaultKind::AddressSize => 0xe0,
+            FaultKind::AddressSizeIn => 0xe0,
             FaultKind::MemoryAttribute => 0xe8,
             FaultKind::DataBus => 0xf0,
+            // Mali's ADDRESS_SIZE_OUT sits where this device already has
+            // MEMORY_ATTRIBUTE, so it takes the next free code.
+            FaultKind::AddressSizeOut => 0xf8,
         }
     }
 }
@@ -119,7 +126,12 @@ pub fn walk(
         access,
     };
     if va >> VA_BITS != 0 {
-        return Err(fault(FaultKind::AddressSize, 0));
+        return Err(fault(FaultKind::AddressSizeIn, 0));
+    }
+    // Bits 11:0 of TRANSTAB are ignored (the table is 4 KiB aligned);
+    // bits above 47 are an output address the bus cannot carry.
+    if ttbr >> 48 != 0 {
+        return Err(fault(FaultKind::AddressSizeOut, 0));
     }
     let mut table = ttbr & ADDR_MASK;
     let mut read_only = false;
@@ -135,7 +147,7 @@ pub fn walk(
             return Err(fault(FaultKind::Translation, level));
         }
         if desc & OA_HIGH_MASK != 0 {
-            return Err(fault(FaultKind::AddressSize, level));
+            return Err(fault(FaultKind::AddressSizeOut, level));
         }
         let is_table = desc & DESC_TABLE != 0;
         if is_table && level < 3 {

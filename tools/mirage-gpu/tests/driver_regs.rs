@@ -211,16 +211,9 @@ fn every_driver_register_is_the_devices() {
     assert!(dev::QUEUE_BASE + dev::N_QUEUES as u64 * dev::QUEUE_STRIDE <= c("BAR0_MAPPED"));
 }
 
-#[test]
-fn interrupt_bits_and_command_codes_agree() {
-    // The bit layout shared by IRQ_RAWSTAT/CLEAR/MASK/STATUS: `N:N name => bool;`.
-    let body = DRIVER_REGS
-        .split_once("macro_rules! irq_register")
-        .expect("irq_register! macro")
-        .1;
-    let body = &body[..body.find("\n}\n").expect("end of macro")];
-    let bits: HashMap<String, u32> = body
-        .lines()
+/// The one-bit `N:N name => bool;` fields of a block of the driver's map.
+fn bool_fields(body: &str) -> HashMap<String, u32> {
+    body.lines()
         .filter_map(|l| {
             let (pos, rest) = l.trim().split_once(' ')?;
             let (hi, lo) = pos.split_once(':')?;
@@ -228,7 +221,39 @@ fn interrupt_bits_and_command_codes_agree() {
             assert_eq!(hi, lo, "{name} is one bit");
             Some((name.to_string(), 1 << lo.parse::<u32>().ok()?))
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn feature_bits_agree() {
+    let body = DRIVER_REGS
+        .split_once("pub(crate) FEATURES(u32) @ 0x008 {")
+        .expect("FEATURES register")
+        .1;
+    let bits = bool_fields(&body[..body.find('}').expect("end of FEATURES")]);
+    let want = [
+        ("vram", dev::FEATURE_VRAM),
+        ("ping", dev::FEATURE_PING),
+        ("dma_fill", dev::FEATURE_DMA_FILL),
+        ("mmu", dev::FEATURE_MMU),
+        ("queues", dev::FEATURE_QUEUES),
+        ("stall", dev::FEATURE_STALL),
+        ("atomics", dev::FEATURE_ATOMICS),
+    ];
+    assert_eq!(bits.len(), want.len(), "{bits:?}");
+    for (name, bit) in want {
+        assert_eq!(bits.get(name), Some(&bit), "FEATURES bit {name}");
+    }
+}
+
+#[test]
+fn interrupt_bits_and_command_codes_agree() {
+    // The bit layout shared by IRQ_RAWSTAT/CLEAR/MASK/STATUS.
+    let body = DRIVER_REGS
+        .split_once("macro_rules! irq_register")
+        .expect("irq_register! macro")
+        .1;
+    let bits = bool_fields(&body[..body.find("\n}\n").expect("end of macro")]);
     let want = [
         ("ping", dev::IRQ_PING),
         ("dma", dev::IRQ_DMA),

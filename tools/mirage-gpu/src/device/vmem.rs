@@ -55,7 +55,7 @@ impl MemCtx for VmCtx<'_> {
         let mut a = lock(&gpu.aspaces[self.as_idx]);
         let mut at = va;
         let end = va.checked_add(len).ok_or(Fault {
-            kind: FaultKind::AddressSize,
+            kind: FaultKind::AddressSizeIn,
             level: 0,
             va,
             access,

@@ -91,6 +91,27 @@ fn permission_access_flag_size_and_bus_faults() {
     // VA above 48 bits.
     let (_, fs, _, addr) = fault_of(|_| {}, |_| Builder::new().store32(1 << 48, 1));
     assert_eq!((fault_code(fs), addr), (0xe0, 1 << 48));
+    // A sign-extended ("upper half") VA: the same input-size fault.
+    let (_, fs, _, addr) = fault_of(|_| {}, |_| Builder::new().store32(0xffff_8000_0000_1000, 1));
+    assert_eq!((fault_code(fs), addr), (0xe0, 0xffff_8000_0000_1000));
+    // An output address with bits 51:48 set: an output-size fault at the
+    // leaf's level.
+    let (_, fs, _, _) = fault_of(
+        |r| r.map(0, 0x5000, 1 << 48, 4096, RW),
+        |_| Builder::new().store32(0x5000, 1),
+    );
+    assert_eq!(fault_code(fs), 0xfb);
+    // TRANSTAB above 48 bits: an output-size fault at level 0, not masked.
+    let (_, fs, _, _) = fault_of(
+        |r| {
+            r.map_new(0, 0x5000, 4096);
+            let root = r.roots[0] | (1 << 48);
+            r.wr64(as_reg(0, AS_TRANSTAB_LO), root);
+            r.as_cmd(0, AS_CMD_UPDATE);
+        },
+        |_| Builder::new().store32(0x5000, 1),
+    );
+    assert_eq!(fault_code(fs), 0xf8);
     // A table pointer to memory nobody backs: a bus fault on the table walk.
     let (_, fs, _, _) = fault_of(
         |r| {

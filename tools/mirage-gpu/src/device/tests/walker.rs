@@ -12,7 +12,10 @@ fn reference_walk(
     va: u64,
 ) -> Result<(u64, u64, bool, bool), (FaultKind, u8)> {
     if va >= 1 << 48 {
-        return Err((FaultKind::AddressSize, 0));
+        return Err((FaultKind::AddressSizeIn, 0));
+    }
+    if ttbr >= 1 << 48 {
+        return Err((FaultKind::AddressSizeOut, 0));
     }
     let mut base = ttbr & ((1 << 48) - 1) & !0xfff;
     let (mut ro, mut xn) = (false, false);
@@ -25,7 +28,7 @@ fn reference_walk(
             return Err((FaultKind::Translation, level));
         }
         if (d >> 48) & 0xf != 0 {
-            return Err((FaultKind::AddressSize, level));
+            return Err((FaultKind::AddressSizeOut, level));
         }
         match (level, kind) {
             (0..=2, 3) => {
