@@ -96,7 +96,12 @@ impl Translation {
 const DESC_VALID: u64 = 1 << 0;
 const DESC_TABLE: u64 = 1 << 1;
 const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
-const OA_HIGH_MASK: u64 = 0x000f_0000_0000_0000; // bits 51:48 must be zero
+/// Bits 51:48 of a table descriptor: next-level address bits beyond the
+/// 48-bit output size; nonzero is an output-size fault.
+const TABLE_OA_HIGH_MASK: u64 = 0x000f_0000_0000_0000;
+/// Bits 49:48 of a leaf: output address bits beyond 48. Bits 51 (DBM)
+/// and 50 (GP) of a leaf are not address bits and are ignored.
+const LEAF_OA_HIGH_MASK: u64 = 0x0003_0000_0000_0000;
 const PTE_AP_RDONLY: u64 = 1 << 7;
 const PTE_AF: u64 = 1 << 10;
 const PTE_PXN: u64 = 1 << 53;
@@ -146,10 +151,15 @@ pub fn walk(
         if desc & DESC_VALID == 0 {
             return Err(fault(FaultKind::Translation, level));
         }
-        if desc & OA_HIGH_MASK != 0 {
+        let is_table = desc & DESC_TABLE != 0;
+        let high = if is_table && level < 3 {
+            TABLE_OA_HIGH_MASK
+        } else {
+            LEAF_OA_HIGH_MASK
+        };
+        if desc & high != 0 {
             return Err(fault(FaultKind::AddressSizeOut, level));
         }
-        let is_table = desc & DESC_TABLE != 0;
         if is_table && level < 3 {
             read_only |= desc & TABLE_AP_RDONLY != 0;
             no_exec |= desc & (TABLE_XN | TABLE_PXN) != 0;

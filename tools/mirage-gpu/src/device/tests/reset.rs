@@ -97,12 +97,19 @@ fn control_commands() {
     let r = Rig::new();
     assert!(crate::control::handle(&r.gpu, "stats").starts_with("ok walks=0 "));
     assert_eq!(crate::control::handle(&r.gpu, "drop-irqs 3"), "ok");
+    // Inside the rig's RAM, so that only the injection can make it fail.
+    let at = RAM_IOVA + 0x1000;
+    assert!(r.gpu.bus.read_u32(at + 8).is_ok());
     assert_eq!(
-        crate::control::handle(&r.gpu, "inject-dma-error 0x1000 16"),
+        crate::control::handle(&r.gpu, &format!("inject-dma-error {at:#x} 16")),
         "ok"
     );
-    assert!(r.gpu.bus.read_u32(0x1008).is_err());
+    assert!(r.gpu.bus.read_u32(at + 8).is_err());
+    assert!(r.gpu.bus.read_u32(at + 12).is_err());
+    assert!(r.gpu.bus.read_u32(at + 16).is_ok(), "the neighbour after");
+    assert!(r.gpu.bus.read_u32(at - 4).is_ok(), "the neighbour before");
     assert_eq!(crate::control::handle(&r.gpu, "clear-dma-errors"), "ok");
+    assert!(r.gpu.bus.read_u32(at + 8).is_ok());
     assert!(crate::control::handle(&r.gpu, "delay 9 1").starts_with("error"));
     assert!(crate::control::handle(&r.gpu, "bogus").starts_with("error"));
 }
