@@ -46,7 +46,7 @@ impl Gpu {
             panic!("queue {q}: engine crash requested on the control socket");
         }
         let mut ex = lock(&self.execs[q]);
-        let (ring_base, ring_size, as_idx, head, tail, enabled, status, delay_ms) = {
+        let (ring_base, ring_size, as_idx, completion, head, tail, enabled, status, delay_ms) = {
             let r = lock(&self.qregs[q]);
             if ex.generation != r.generation {
                 ex.generation = r.generation;
@@ -56,6 +56,7 @@ impl Gpu {
                 r.ring_base,
                 r.ring_size,
                 r.as_idx as usize,
+                r.completion,
                 r.head,
                 r.tail,
                 r.enabled,
@@ -92,6 +93,8 @@ impl Gpu {
             };
             ex.running = Some(Running {
                 desc,
+                as_idx,
+                completion,
                 pc: 0,
                 stalled: None,
                 not_before: (delay_ms > 0)
@@ -123,6 +126,8 @@ impl Gpu {
         let Some(run) = ex.running.as_ref() else {
             return Step::Idle;
         };
+        // The job's own address space, latched at its start.
+        let as_idx = run.as_idx;
         if run.pc >= u64::from(run.desc.cmdbuf_len) {
             self.complete(q, &mut ex, JobStatus::Ok, 0);
             return Step::Progress;

@@ -70,9 +70,12 @@ pub(super) struct QueueRegs {
     pub kick: u64,
 }
 
-/// The job a queue's engine is running.
+/// The job a queue's engine is running, with the queue registers it uses
+/// latched when it started: a job never sees them change under it.
 pub(super) struct Running {
     pub desc: JobDesc,
+    pub as_idx: usize,
+    pub completion: u64,
     pub pc: u64,
     /// Stalled on this fault id, with this fault.
     pub stalled: Option<(u32, Fault)>,
@@ -85,6 +88,18 @@ pub(super) struct Exec {
     pub generation: u64,
     pub running: Option<Running>,
 }
+
+/// Registers that only change while CONTROL.ENABLE is clear: writes while
+/// it is set are ignored, so the engine never sees a half-written 64-bit
+/// address or a ring that moves under it.
+const LATCHED: [u64; 6] = [
+    Q_RING_BASE_LO,
+    Q_RING_BASE_HI,
+    Q_RING_SIZE,
+    Q_AS,
+    Q_COMPLETION_LO,
+    Q_COMPLETION_HI,
+];
 
 impl Gpu {
     pub(super) fn read_queue_reg(&self, q: usize, reg: u64) -> u32 {
@@ -116,6 +131,10 @@ impl Gpu {
             return;
         }
         let mut r = lock(&self.qregs[q]);
+        if r.enabled && LATCHED.contains(&reg) {
+            log::debug!("queue {q}: write {val:#x} to register {reg:#x} ignored: queue enabled");
+            return;
+        }
         match reg {
             Q_RING_BASE_LO => set_lo(&mut r.ring_base, val),
             Q_RING_BASE_HI => set_hi(&mut r.ring_base, val),
@@ -190,7 +209,7 @@ impl Gpu {
         rec[12..16].copy_from_slice(&fault_status.to_le_bytes());
         // The job's writes happened before this point; the record publishes them.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let status = match self.bus.write(r.completion, &rec) {
+        let status = match self.bus.write(run.completion, &rec) {
             Ok(()) => status,
             // The driver cannot learn of the job from memory: the queue
             // stops and says why.
@@ -216,8 +235,14 @@ impl Gpu {
 
     /// Consumes the job at the head without running it, reporting `status`.
     pub(super) fn fail_unstarted(&self, q: usize, ex: &mut Exec, status: JobStatus) {
+        let (as_idx, completion) = {
+            let r = lock(&self.qregs[q]);
+            (r.as_idx as usize, r.completion)
+        };
         ex.running = Some(Running {
             desc: JobDesc::default(),
+            as_idx,
+            completion,
             pc: 0,
             stalled: None,
             not_before: None,

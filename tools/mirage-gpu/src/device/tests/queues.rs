@@ -127,3 +127,70 @@ fn abort_mode_latches_the_fault_until_cleared() {
     assert_eq!(r.completion(0), (s2, JOB_OK, 0));
     assert_eq!((r.rd(MMU_FAULT_STATUS), r.rd(QUEUE_ERROR_STATUS)), (0, 0));
 }
+
+#[test]
+fn queue_registers_are_latched_while_enabled_and_per_job() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_as(1, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let qr = |reg| queue_reg(0, reg);
+    let before: Vec<u32> = [
+        Q_RING_BASE_LO,
+        Q_RING_BASE_HI,
+        Q_RING_SIZE,
+        Q_AS,
+        Q_COMPLETION_LO,
+        Q_COMPLETION_HI,
+    ]
+    .iter()
+    .map(|&reg| {
+        let v = r.rd(qr(reg));
+        r.wr(qr(reg), 0x40);
+        v
+    })
+    .collect();
+    let after: Vec<u32> = [
+        Q_RING_BASE_LO,
+        Q_RING_BASE_HI,
+        Q_RING_SIZE,
+        Q_AS,
+        Q_COMPLETION_LO,
+        Q_COMPLETION_HI,
+    ]
+    .iter()
+    .map(|&reg| r.rd(qr(reg)))
+    .collect();
+    assert_eq!(after, before, "writes while ENABLE is set are ignored");
+    // A job keeps the AS and COMPLETION it started with, even across a
+    // disable, reprogram and enable while it waits.
+    let sem = r.map_new(0, 0x5000, 4096);
+    let (_, comp, _) = r.ring[0].unwrap();
+    let s = r.submit(
+        0,
+        &Builder::new()
+            .sem_wait(0x5000, 1, SEM_EQ32)
+            .store32(0x5004, 0x77),
+    );
+    r.run();
+    assert_eq!(r.rd(qr(Q_STATUS)), Q_STATUS_RUNNING);
+    r.wr(qr(Q_CONTROL), 0);
+    let comp2 = r.alloc(4096);
+    r.wr64(qr(Q_COMPLETION_LO), comp2);
+    r.wr(qr(Q_AS), 1);
+    assert_eq!(
+        (r.rd(qr(Q_AS)), r.rd(qr(Q_COMPLETION_LO))),
+        (1, comp2 as u32)
+    );
+    r.wr(qr(Q_CONTROL), Q_CONTROL_ENABLE);
+    r.poke(sem, &1u32.to_le_bytes());
+    r.run();
+    assert_eq!(
+        r.peek32(sem + 4),
+        0x77,
+        "ran in AS 0, where 0x5000 is mapped"
+    );
+    assert_eq!(r.peek64(comp), s);
+    assert_eq!(r.peek(comp + 8, 8), [0; 8]);
+    assert_eq!(r.peek64(comp2), 0, "the record went to the latched address");
+}
