@@ -47,12 +47,15 @@ impl GuestMemory {
         let page = 4096u64;
         let aligned = offset & !(page - 1);
         let delta = (offset - aligned) as usize;
+        let maplen = len
+            .checked_add(delta)
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
         // SAFETY: a fresh shared mapping of a file QEMU handed us; nothing
         // else in this process refers to the address range it returns.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len + delta,
+                maplen,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
@@ -68,7 +71,7 @@ impl GuestMemory {
             iova,
             len: size,
             host,
-            owned: Some((addr, len + delta)),
+            owned: Some((addr, maplen)),
         });
         Ok(())
     }
@@ -90,14 +93,17 @@ impl GuestMemory {
 
     fn insert(&self, r: Region) {
         let mut v = write_lock(&self.regions);
-        v.retain(|o| o.iova + o.len <= r.iova || r.iova + r.len <= o.iova);
+        let end = |x: &Region| x.iova.saturating_add(x.len);
+        v.retain(|o| end(o) <= r.iova || end(&r) <= o.iova);
         v.push(r);
     }
 
     /// Unmaps every region that lies inside `[iova, iova + size)`.
     pub fn unmap(&self, iova: u64, size: u64) {
         let mut v = write_lock(&self.regions);
-        v.retain(|r| !(r.iova >= iova && r.iova + r.len <= iova.saturating_add(size)));
+        v.retain(|r| {
+            !(r.iova >= iova && r.iova.saturating_add(r.len) <= iova.saturating_add(size))
+        });
     }
 
     pub fn clear(&self) {

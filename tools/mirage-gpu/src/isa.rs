@@ -77,6 +77,10 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
     h
 }
 
+/// Bytes of a job descriptor with defined fields; the rest are reserved
+/// and must be zero.
+pub const JOB_DESC_USED: usize = 24;
+
 /// A job descriptor as it sits in a ring (64 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JobDesc {

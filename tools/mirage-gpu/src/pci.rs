@@ -72,7 +72,12 @@ impl ConfigSpace {
 
     pub fn read(&self, off: u64, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
-            *b = self.bytes.get(off as usize + i).copied().unwrap_or(0);
+            *b = usize::try_from(off)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| self.bytes.get(o))
+                .copied()
+                .unwrap_or(0);
         }
     }
 
@@ -80,7 +85,9 @@ impl ConfigSpace {
     /// the MSI-X control word are writable.
     pub fn write(&mut self, off: u64, data: &[u8]) {
         for (i, &b) in data.iter().enumerate() {
-            let o = off as usize + i;
+            let Some(o) = usize::try_from(off).ok().and_then(|o| o.checked_add(i)) else {
+                return;
+            };
             match o {
                 // Command register: memory space, bus master, INTx disable.
                 0x04 => self.bytes[o] = b & 0x06,

@@ -159,6 +159,12 @@ pub const JOB_OK: u32 = 0;
 pub const JOB_MMU_FAULT: u32 = 1;
 pub const JOB_INVALID_COMMAND: u32 = 2;
 pub const JOB_DMA_ERROR: u32 = 3;
+/// Q_ERROR only (no completion record): TAIL - HEAD exceeded RING_SIZE;
+/// HEAD did not move.
+pub const Q_ERROR_RING_OVERRUN: u32 = 5;
+/// Q_ERROR only: CONTROL.ENABLE was refused because COMPLETION is 0 or
+/// not 16-byte aligned; the queue stays DISABLED.
+pub const Q_ERROR_BAD_COMPLETION: u32 = 6;
 
 pub const GPU_CMD_SOFT_RESET: u32 = 1;
 

@@ -68,29 +68,41 @@ impl Gpu {
         if !enabled || status == QStatus::Faulted {
             return Step::Idle;
         }
-        if as_idx >= N_AS {
-            // A misprogrammed queue fails its next job without running it.
-            if head != tail {
-                self.fail_unstarted(q, &mut ex, JobStatus::InvalidCommand);
-                return Step::Progress;
-            }
-            return Step::Idle;
-        }
         if ex.running.is_none() {
             if head == tail {
                 return Step::Idle;
             }
-            if lock(&self.aspaces[as_idx]).fault.is_some() {
+            if !(2..=4096).contains(&ring_size) || !ring_size.is_power_of_two() {
+                // No slot can be located: the job fails unread (seqno 0).
+                self.fail_unstarted(q, &mut ex, None, JobStatus::InvalidCommand);
+                return Step::Progress;
+            }
+            if tail.wrapping_sub(head) > ring_size {
+                // Slots would be reused before they run: refuse to guess.
+                self.stop_queue(q, JobStatus::RingOverrun);
+                return Step::Progress;
+            }
+            if as_idx < N_AS && lock(&self.aspaces[as_idx]).fault.is_some() {
                 return Step::Waiting(None);
             }
-            if ring_size < 2 || !ring_size.is_power_of_two() || ring_size > 4096 {
-                self.fail_unstarted(q, &mut ex, JobStatus::InvalidCommand);
+            // The slot is read now, when the job starts, not at the doorbell.
+            let desc = match self.read_desc(ring_base, ring_size, head) {
+                Some((desc, true)) => desc,
+                Some((desc, false)) => {
+                    // Readable, but a reserved bit is set: fail with its seqno.
+                    self.fail_unstarted(q, &mut ex, Some(desc), JobStatus::InvalidCommand);
+                    return Step::Progress;
+                }
+                None => {
+                    self.fail_unstarted(q, &mut ex, None, JobStatus::DmaError);
+                    return Step::Progress;
+                }
+            };
+            if as_idx >= N_AS {
+                // A misprogrammed queue fails its jobs without running them.
+                self.fail_unstarted(q, &mut ex, Some(desc), JobStatus::InvalidCommand);
                 return Step::Progress;
             }
-            let Some(desc) = self.fetch_desc(ring_base, ring_size, head) else {
-                self.fail_unstarted(q, &mut ex, JobStatus::DmaError);
-                return Step::Progress;
-            };
             ex.running = Some(Running {
                 desc,
                 as_idx,

@@ -2,7 +2,7 @@
 //! one command sees. Nothing here knows about queues or registers.
 
 use crate::isa::*;
-use crate::mmu::{Access, Fault};
+use crate::mmu::{Access, Fault, FaultKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -110,7 +110,19 @@ pub(super) enum Cmd {
 /// before it writes anything, so a command that faults has had no effect
 /// and may be replayed after a stall.
 pub(super) fn exec_cmd(m: &dyn MemCtx, cmdbuf_va: u64, cmdbuf_len: u32, pc: u64) -> Cmd {
-    let va = cmdbuf_va + pc;
+    // The header must lie inside the buffer before it is fetched: a byte
+    // past the end is not the job's to fault on.
+    if pc + 8 > u64::from(cmdbuf_len) {
+        return Cmd::Invalid;
+    }
+    let Some(va) = cmdbuf_va.checked_add(pc) else {
+        return Cmd::Fault(Fault {
+            kind: FaultKind::AddressSizeIn,
+            level: 0,
+            va: cmdbuf_va,
+            access: Access::Execute,
+        });
+    };
     let fetch = |va, len| m.read_va(va, len, Access::Execute);
     let hdr = match fetch(va, 8) {
         Ok(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
@@ -127,7 +139,8 @@ pub(super) fn exec_cmd(m: &dyn MemCtx, cmdbuf_va: u64, cmdbuf_len: u32, pc: u64)
     if pc + words * 8 > u64::from(cmdbuf_len) {
         return Cmd::Invalid;
     }
-    let o: Vec<u64> = match fetch(va + 8, nops as u64 * 8) {
+    // Saturating: an address that high is out of range and faults anyway.
+    let o: Vec<u64> = match fetch(va.saturating_add(8), nops as u64 * 8) {
         Ok(b) => b
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))

@@ -75,7 +75,14 @@ impl Gpu {
         {
             let mut g = lock(&self.globals);
             let fq = g.faultq;
-            if fq.size < 2 || !fq.size.is_power_of_two() || fq.tail.wrapping_sub(fq.head) >= fq.size
+            // Off, full, or with nowhere safe to publish the tail: the
+            // fault cannot be reported.
+            if !(2..=4096).contains(&fq.size)
+                || !fq.size.is_power_of_two()
+                || fq.tail.wrapping_sub(fq.head) >= fq.size
+                || fq.tail_wb == 0
+                || !fq.tail_wb.is_multiple_of(4)
+                || !fq.base.is_multiple_of(FAULT_RECORD_SIZE)
             {
                 return false;
             }
@@ -85,7 +92,12 @@ impl Gpu {
             rec[12..16].copy_from_slice(&as_idx.to_le_bytes());
             rec[16..20].copy_from_slice(&id.to_le_bytes());
             rec[20..24].copy_from_slice(&(q as u32).to_le_bytes());
-            let slot = fq.base + u64::from(fq.tail % fq.size) * FAULT_RECORD_SIZE;
+            let Some(slot) = fq
+                .base
+                .checked_add(u64::from(fq.tail % fq.size) * FAULT_RECORD_SIZE)
+            else {
+                return false;
+            };
             if self.bus.write(slot, &rec).is_err() {
                 return false;
             }

@@ -16,6 +16,12 @@ enum Block {
     Unassigned,
 }
 
+/// Whether `[off, off + len)` lies in BAR0; the transport's offset is not
+/// trusted not to wrap.
+fn in_bar0(off: u64, len: u64) -> bool {
+    off.checked_add(len).is_some_and(|end| end <= BAR0_SIZE)
+}
+
 fn decode(off: u64) -> Block {
     match off {
         0x000..=0x0ff => Block::Global(off),
@@ -39,7 +45,7 @@ impl Gpu {
     pub fn mmio_read(&self, off: u64, data: &mut [u8]) {
         data.fill(0);
         let len = data.len() as u64;
-        if !matches!(len, 1 | 2 | 4 | 8) || !off.is_multiple_of(len) || off + len > BAR0_SIZE {
+        if !matches!(len, 1 | 2 | 4 | 8) || !off.is_multiple_of(len) || !in_bar0(off, len) {
             return;
         }
         let mut bytes = [0u8; 8];
@@ -56,7 +62,7 @@ impl Gpu {
     /// are split low dword first, narrower writes are ignored.
     pub fn mmio_write(&self, off: u64, data: &[u8]) {
         let len = data.len() as u64;
-        if !matches!(len, 4 | 8) || !off.is_multiple_of(len) || off + len > BAR0_SIZE {
+        if !matches!(len, 4 | 8) || !off.is_multiple_of(len) || !in_bar0(off, len) {
             return;
         }
         for (i, chunk) in data.chunks_exact(4).enumerate() {

@@ -2,7 +2,7 @@
 //! descriptor fetch, and how a job ends (complete, fail, reset, resume).
 
 use super::{lock, set_hi, set_lo, Gpu, Stats};
-use crate::isa::{JobDesc, JOB_FLAG_IRQ};
+use crate::isa::{JobDesc, JOB_DESC_USED, JOB_FLAG_IRQ};
 use crate::mmu::Fault;
 use crate::regs::*;
 use std::sync::atomic::Ordering;
@@ -38,6 +38,10 @@ pub enum JobStatus {
     MmuFault,
     InvalidCommand,
     DmaError,
+    /// Q_ERROR only: TAIL - HEAD exceeded RING_SIZE.
+    RingOverrun,
+    /// Q_ERROR only: ENABLE refused, COMPLETION is 0 or misaligned.
+    BadCompletion,
 }
 
 impl JobStatus {
@@ -47,6 +51,8 @@ impl JobStatus {
             JobStatus::MmuFault => JOB_MMU_FAULT,
             JobStatus::InvalidCommand => JOB_INVALID_COMMAND,
             JobStatus::DmaError => JOB_DMA_ERROR,
+            JobStatus::RingOverrun => Q_ERROR_RING_OVERRUN,
+            JobStatus::BadCompletion => Q_ERROR_BAD_COMPLETION,
         }
     }
 }
@@ -101,6 +107,11 @@ const LATCHED: [u64; 6] = [
     Q_COMPLETION_HI,
 ];
 
+/// A usable completion record address: not 0, 16-byte aligned.
+fn completion_ok(addr: u64) -> bool {
+    addr != 0 && addr.is_multiple_of(COMPLETION_SIZE)
+}
+
 impl Gpu {
     pub(super) fn read_queue_reg(&self, q: usize, reg: u64) -> u32 {
         let r = lock(&self.qregs[q]);
@@ -143,6 +154,14 @@ impl Gpu {
             Q_COMPLETION_LO => set_lo(&mut r.completion, val),
             Q_COMPLETION_HI => set_hi(&mut r.completion, val),
             Q_DELAY_MS => r.delay_ms = val,
+            Q_CONTROL
+                if val & Q_CONTROL_ENABLE != 0 && !r.enabled && !completion_ok(r.completion) =>
+            {
+                // The device would have nowhere to report a job; bus
+                // address 0 is somebody's memory.
+                log::debug!("queue {q}: ENABLE refused, COMPLETION {:#x}", r.completion);
+                r.error = JobStatus::BadCompletion.code();
+            }
             Q_CONTROL => {
                 r.enabled = val & Q_CONTROL_ENABLE != 0;
                 if matches!(r.status, QStatus::Disabled | QStatus::Idle) {
@@ -191,12 +210,33 @@ impl Gpu {
         self.kick(q);
     }
 
-    /// Reads the descriptor in the ring slot of `head`.
-    pub(super) fn fetch_desc(&self, ring_base: u64, ring_size: u32, head: u32) -> Option<JobDesc> {
+    /// Reads the descriptor in the ring slot of `head`; also says whether
+    /// its reserved flags and bytes are all zero.
+    pub(super) fn read_desc(
+        &self,
+        ring_base: u64,
+        ring_size: u32,
+        head: u32,
+    ) -> Option<(JobDesc, bool)> {
         let mut b = [0u8; JOB_DESC_SIZE as usize];
-        let slot = ring_base + u64::from(head % ring_size) * JOB_DESC_SIZE;
+        let slot = ring_base.checked_add(u64::from(head % ring_size) * JOB_DESC_SIZE)?;
         self.bus.read(slot, &mut b).ok()?;
-        Some(JobDesc::from_bytes(&b))
+        let desc = JobDesc::from_bytes(&b);
+        let clean = desc.flags & !JOB_FLAG_IRQ == 0 && b[JOB_DESC_USED..].iter().all(|&x| x == 0);
+        Some((desc, clean))
+    }
+
+    /// Stops the queue on an error that belongs to no job: STATUS FAULTED,
+    /// ERROR `status`, QUEUE_ERROR; HEAD does not move and no completion
+    /// record is written.
+    pub(super) fn stop_queue(&self, q: usize, status: JobStatus) {
+        {
+            let mut r = lock(&self.qregs[q]);
+            r.status = QStatus::Faulted;
+            r.error = status.code();
+        }
+        lock(&self.globals).queue_error |= 1 << q;
+        self.raise(IRQ_QUEUE_ERROR);
     }
 
     /// Ends the running job: writes its completion record, then interrupts.
@@ -233,14 +273,21 @@ impl Gpu {
         }
     }
 
-    /// Consumes the job at the head without running it, reporting `status`.
-    pub(super) fn fail_unstarted(&self, q: usize, ex: &mut Exec, status: JobStatus) {
+    /// Consumes the job at the head without running it, reporting `status`
+    /// and the descriptor's seqno if it could be read (else 0).
+    pub(super) fn fail_unstarted(
+        &self,
+        q: usize,
+        ex: &mut Exec,
+        desc: Option<JobDesc>,
+        status: JobStatus,
+    ) {
         let (as_idx, completion) = {
             let r = lock(&self.qregs[q]);
             (r.as_idx as usize, r.completion)
         };
         ex.running = Some(Running {
-            desc: JobDesc::default(),
+            desc: desc.unwrap_or_default(),
             as_idx,
             completion,
             pc: 0,

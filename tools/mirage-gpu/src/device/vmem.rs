@@ -75,9 +75,9 @@ impl MemCtx for VmCtx<'_> {
                     .fetch_add(u64::from(st.reads), Ordering::Relaxed);
             }
             let pa = r?;
-            let n = ((at | 0xfff) + 1).min(end) - at;
+            let n = (at | 0xfff).saturating_add(1).min(end) - at;
             match segs.last_mut() {
-                Some((p, l)) if *p + *l as u64 == pa => *l += n as usize,
+                Some((p, l)) if p.checked_add(*l as u64) == Some(pa) => *l += n as usize,
                 _ => segs.push((pa, n as usize)),
             }
             at += n;
@@ -92,7 +92,7 @@ impl MemCtx for VmCtx<'_> {
             self.gpu
                 .bus
                 .read(pa, &mut out[at..at + n])
-                .map_err(|_| data_fault(va + at as u64, access))?;
+                .map_err(|_| data_fault(va.wrapping_add(at as u64), access))?;
             at += n;
         }
         Ok(out)
@@ -104,7 +104,7 @@ impl MemCtx for VmCtx<'_> {
             self.gpu
                 .bus
                 .write(pa, &data[at..at + n])
-                .map_err(|_| data_fault(va + at as u64, Access::Write))?;
+                .map_err(|_| data_fault(va.wrapping_add(at as u64), Access::Write))?;
             at += n;
         }
         Ok(())

@@ -248,3 +248,26 @@ fn malformed_command_streams_are_invalid() {
     );
     assert_eq!(r.peek32(pa), 1);
 }
+
+#[test]
+fn a_header_past_the_buffer_end_is_invalid_without_a_fetch() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    // Four bytes at the end of a mapped page; the next page is unmapped, so
+    // fetching a header there would fault.
+    let pa = r.map_new(0, 0x9000, 4096);
+    r.poke(pa + 0xffc, &[0; 4]);
+    let s = r.queue_desc(0, 0x9ffc, 4, 0);
+    r.doorbell(0);
+    r.run();
+    assert_eq!(r.completion(0), (s, JOB_INVALID_COMMAND, 0));
+    assert_eq!(r.rd(MMU_FAULT_STATUS), 0);
+    // A NOP followed by a 4-byte tail: the NOP runs, the tail is invalid.
+    r.wr(queue_reg(0, Q_COMMAND), Q_CMD_RESUME);
+    r.poke(pa + 0xff0, &Builder::new().nop().bytes());
+    let s = r.queue_desc(0, 0x9ff0, 12, 0);
+    r.doorbell(0);
+    r.run();
+    assert_eq!(r.completion(0), (s, JOB_INVALID_COMMAND, 0));
+}

@@ -194,3 +194,151 @@ fn queue_registers_are_latched_while_enabled_and_per_job() {
     assert_eq!(r.peek(comp + 8, 8), [0; 8]);
     assert_eq!(r.peek64(comp2), 0, "the record went to the latched address");
 }
+
+#[test]
+fn enable_is_refused_without_a_usable_completion_address() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    let ring = r.alloc(16 * JOB_DESC_SIZE);
+    let qr = |reg| queue_reg(0, reg);
+    r.wr64(qr(Q_RING_BASE_LO), ring);
+    r.wr(qr(Q_RING_SIZE), 16);
+    for bad in [0u64, RAM_IOVA + 8] {
+        r.wr64(qr(Q_COMPLETION_LO), bad);
+        r.wr(qr(Q_CONTROL), Q_CONTROL_ENABLE);
+        assert_eq!(r.rd(qr(Q_CONTROL)), 0, "COMPLETION {bad:#x}");
+        assert_eq!(r.rd(qr(Q_STATUS)), Q_STATUS_DISABLED);
+        assert_eq!(r.rd(qr(Q_ERROR)), Q_ERROR_BAD_COMPLETION);
+    }
+    // Nothing runs, so nothing lands at bus address 0 or anywhere else.
+    r.wr(db_queue(0), 1);
+    assert_eq!(r.run(), 0);
+    let comp = r.alloc(COMPLETION_SIZE);
+    r.wr64(qr(Q_COMPLETION_LO), comp);
+    r.wr(qr(Q_CONTROL), Q_CONTROL_ENABLE);
+    assert_eq!(r.rd(qr(Q_CONTROL)), 1);
+    assert_eq!(r.rd(qr(Q_STATUS)), Q_STATUS_IDLE);
+}
+
+#[test]
+fn a_tail_more_than_a_ring_ahead_stops_the_queue() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 4);
+    r.wr(IRQ_MASK, IRQ_QUEUE_ERROR);
+    let pa = r.map_new(0, 0x5000, 4096);
+    for _ in 0..4 {
+        r.queue_job(0, &Builder::new().atomic(0x5000, ATOMIC_INC32, 0, 0, 0), 0);
+    }
+    // Five jobs claimed in a ring of four: slot 0 would run twice.
+    r.wr(db_queue(0), 5);
+    r.run();
+    assert_eq!(r.rd(queue_reg(0, Q_STATUS)), Q_STATUS_FAULTED);
+    assert_eq!(r.rd(queue_reg(0, Q_ERROR)), Q_ERROR_RING_OVERRUN);
+    assert_eq!(r.rd(queue_reg(0, Q_HEAD)), 0);
+    assert_eq!(r.rd(QUEUE_ERROR_STATUS), 1);
+    assert_eq!(r.completion(0), (0, 0, 0), "no job ran, no record");
+    assert_eq!(r.peek32(pa), 0);
+    // Exactly a ring's worth is fine.
+    r.doorbell(0);
+    r.wr(queue_reg(0, Q_COMMAND), Q_CMD_RESUME);
+    r.run();
+    assert_eq!(r.completion(0), (4, JOB_OK, 0));
+    assert_eq!(r.peek32(pa), 4);
+}
+
+#[test]
+fn guest_values_near_the_top_of_the_address_space_fail_cleanly() {
+    // A ring whose slot address would wrap: DMA_ERROR, no panic.
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    r.wr64(queue_reg(0, Q_RING_BASE_LO), 0); // ignored: enabled
+    r.wr(queue_reg(0, Q_CONTROL), 0);
+    r.wr64(queue_reg(0, Q_RING_BASE_LO), u64::MAX - 63);
+    r.wr(queue_reg(0, Q_CONTROL), Q_CONTROL_ENABLE);
+    // Slot 1 is past the end of the address space.
+    r.wr(db_queue(0), 1);
+    r.wr(queue_reg(0, Q_COMMAND), Q_CMD_RESET);
+    r.wr(db_queue(0), 2);
+    r.run();
+    assert_eq!(r.completion(0), (0, JOB_DMA_ERROR, 0));
+    // A command buffer at the top of the address space: a fault, no panic.
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let s = r.queue_desc(0, u64::MAX - 7, 16, 0);
+    r.doorbell(0);
+    r.run();
+    let (seq, st, fs) = r.completion(0);
+    assert_eq!((seq, st, fault_code(fs)), (s, JOB_MMU_FAULT, 0xe0));
+    // MMIO offsets that would wrap read as zero and ignore writes.
+    let mut b = [0xffu8; 8];
+    r.gpu.mmio_read(u64::MAX - 3, &mut b);
+    assert_eq!(b, [0; 8]);
+    r.gpu.mmio_write(u64::MAX - 7, &[1; 8]);
+}
+
+#[test]
+fn a_fault_queue_without_a_tail_address_reports_nothing() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE | TRANSCFG_STALL);
+    r.setup_queue(0, 0, 16);
+    let base = r.alloc(4 * FAULT_RECORD_SIZE);
+    r.wr64(FAULTQ_BASE_LO, base);
+    r.wr(FAULTQ_SIZE, 4); // FAULTQ_TAIL_WB left 0
+    let s = r.submit(0, &Builder::new().store32(0x8_0000, 1));
+    r.run();
+    let (seq, st, fs) = r.completion(0);
+    assert_eq!((seq, st, fault_code(fs)), (s, JOB_MMU_FAULT, 0xc0));
+    assert_eq!(r.rd(FAULTQ_TAIL), 0);
+    assert_eq!(r.peek(base, 32), [0; 32]);
+}
+
+#[test]
+fn jobs_failed_unstarted_report_their_own_seqno() {
+    // AS out of range: the descriptor is read, the job fails with its seqno.
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let s = r.queue_job(0, &Builder::new().nop(), 0);
+    r.wr(queue_reg(0, Q_CONTROL), 0);
+    r.wr(queue_reg(0, Q_AS), N_AS as u32);
+    r.wr(queue_reg(0, Q_CONTROL), Q_CONTROL_ENABLE);
+    r.doorbell(0);
+    r.run();
+    assert_eq!(r.completion(0), (s, JOB_INVALID_COMMAND, 0));
+    // A reserved flag bit, or a reserved byte: INVALID_COMMAND, own seqno.
+    for (i, (flag, byte)) in [
+        (1u32 << 1, None),
+        (1 << 31, None),
+        (0, Some(24)),
+        (0, Some(63)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = Rig::new();
+        r.setup_as(0, TRANSCFG_ENABLE);
+        r.setup_queue(0, 0, 16);
+        let pa = r.map_new(0, 0x5000, 4096);
+        let s = r.queue_job(0, &Builder::new().store32(0x5000, 1), JOB_FLAG_IRQ | flag);
+        if let Some(b) = byte {
+            let (ring, _, _) = r.ring[0].unwrap();
+            r.poke(ring + b, &[0x80]);
+        }
+        r.doorbell(0);
+        r.run();
+        assert_eq!(r.completion(0), (s, JOB_INVALID_COMMAND, 0), "case {i}");
+        assert_eq!(r.peek32(pa), 0, "case {i}: the job ran");
+    }
+    // A ring that cannot be read: nothing to take a seqno from.
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let (ring, _, _) = r.ring[0].unwrap();
+    r.gpu.bus.inject_error(ring, 4096);
+    r.submit(0, &Builder::new().nop());
+    r.run();
+    assert_eq!(r.completion(0), (0, JOB_DMA_ERROR, 0));
+}
