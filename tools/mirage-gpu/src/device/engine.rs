@@ -23,6 +23,18 @@ pub enum Step {
     Waiting(Option<Duration>),
 }
 
+/// Longest pause between two attempts of a waiting command. A job that
+/// completes kicks every queue, so a semaphore released by another queue's
+/// job is seen at once; one released by the CPU within this.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(4);
+
+/// The pause before attempt `waits` + 1 of a command whose first retry
+/// comes after `first`: doubling, up to [`MAX_BACKOFF`].
+fn backoff(first: Duration, waits: u32) -> Duration {
+    let factor = 1u32 << waits.saturating_sub(1).min(16);
+    first.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
 impl Gpu {
     pub(super) fn kick(&self, q: usize) {
         lock(&self.qregs[q]).kick += 1;
@@ -109,6 +121,7 @@ impl Gpu {
                 completion,
                 pc: 0,
                 stalled: None,
+                waits: 0,
                 not_before: (delay_ms > 0)
                     .then(|| Instant::now() + Duration::from_millis(u64::from(delay_ms))),
             });
@@ -154,6 +167,7 @@ impl Gpu {
             Cmd::Next(n) => {
                 if let Some(run) = ex.running.as_mut() {
                     run.pc += n;
+                    run.waits = 0;
                 }
                 Step::Progress
             }
@@ -161,7 +175,13 @@ impl Gpu {
                 self.complete(q, &mut ex, JobStatus::Ok, 0);
                 Step::Progress
             }
-            Cmd::Wait(d) => Step::Waiting(Some(d)),
+            Cmd::Wait(first) => {
+                let waits = ex.running.as_mut().map_or(0, |run| {
+                    run.waits = run.waits.saturating_add(1);
+                    run.waits
+                });
+                Step::Waiting(Some(backoff(first, waits)))
+            }
             Cmd::Invalid => {
                 self.complete(q, &mut ex, JobStatus::InvalidCommand, 0);
                 Step::Progress

@@ -86,6 +86,9 @@ pub(super) struct Running {
     /// Stalled on this fault id, with this fault.
     pub stalled: Option<(u32, Fault)>,
     pub not_before: Option<Instant>,
+    /// Consecutive attempts of the current command that had to wait
+    /// (SEM_WAIT, HANG): the retry interval doubles with each.
+    pub waits: u32,
 }
 
 /// Engine-side state of a queue; its mutex is held while a command runs.
@@ -242,6 +245,8 @@ impl Gpu {
     /// Ends the running job: writes its completion record, then interrupts.
     pub(super) fn complete(&self, q: usize, ex: &mut Exec, status: JobStatus, fault_status: u32) {
         let Some(run) = ex.running.take() else { return };
+        // Its writes may be what another queue's SEM_WAIT waits for.
+        (0..N_QUEUES).filter(|&o| o != q).for_each(|o| self.kick(o));
         let mut r = lock(&self.qregs[q]);
         let mut rec = [0u8; COMPLETION_SIZE as usize];
         rec[0..8].copy_from_slice(&run.desc.seqno.to_le_bytes());
@@ -293,6 +298,7 @@ impl Gpu {
             pc: 0,
             stalled: None,
             not_before: None,
+            waits: 0,
         });
         self.complete(q, ex, status, 0);
     }

@@ -271,3 +271,26 @@ fn a_header_past_the_buffer_end_is_invalid_without_a_fetch() {
     r.run();
     assert_eq!(r.completion(0), (s, JOB_INVALID_COMMAND, 0));
 }
+
+#[test]
+fn sem_wait_backs_off_exponentially() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let sem = r.map_new(0, 0x5000, 4096);
+    let s = r.submit(0, &Builder::new().sem_wait(0x5000, 1, SEM_GE32));
+    // Start the job and reach the SEM_WAIT.
+    while r.gpu.step_queue(0) == Step::Progress {}
+    let mut waits = vec![];
+    for _ in 0..9 {
+        match r.gpu.step_queue(0) {
+            Step::Waiting(Some(d)) => waits.push(d.as_micros()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 4000, 4000, 4000]);
+    // Met: the interval starts over for the next wait.
+    r.poke(sem, &1u32.to_le_bytes());
+    r.run();
+    assert_eq!(r.completion(0), (s, JOB_OK, 0));
+}
