@@ -32,7 +32,8 @@ extern "C" {
  * @DRM_MIRAGE_PARAM_VA_BITS: bits of GPU virtual address.
  * @DRM_MIRAGE_PARAM_PAGE_SIZES: bitmap of the GPU MMU's page and block
  *	sizes; bit n set means 2^n bytes.
- * @DRM_MIRAGE_PARAM_HW_FEATURES: the device's FEATURES register.
+ * @DRM_MIRAGE_PARAM_FEATURES: what the device offers userspace, a mask of
+ *	&enum drm_mirage_feature.
  */
 enum drm_mirage_param {
 	DRM_MIRAGE_PARAM_DEVICE_ID = 0,
@@ -40,7 +41,26 @@ enum drm_mirage_param {
 	DRM_MIRAGE_PARAM_VRAM_SIZE = 2,
 	DRM_MIRAGE_PARAM_VA_BITS = 3,
 	DRM_MIRAGE_PARAM_PAGE_SIZES = 4,
-	DRM_MIRAGE_PARAM_HW_FEATURES = 5,
+	DRM_MIRAGE_PARAM_FEATURES = 5,
+};
+
+/**
+ * enum drm_mirage_feature - bits of DRM_MIRAGE_PARAM_FEATURES
+ *
+ * They are uAPI, not the device's FEATURES register: the driver derives
+ * them from the hardware and from what it supports.
+ *
+ * @DRM_MIRAGE_FEATURE_VRAM: the device has its own memory
+ *	(DRM_MIRAGE_PARAM_VRAM_SIZE bytes).
+ * @DRM_MIRAGE_FEATURE_PAGE_FAULTS: the GPU can stall on a page fault and
+ *	replay the access once it is resolved (needed for fault-mode VMs).
+ * @DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS: GPU atomics work on system memory
+ *	mapped write-back cacheable.
+ */
+enum drm_mirage_feature {
+	DRM_MIRAGE_FEATURE_VRAM = 1 << 0,
+	DRM_MIRAGE_FEATURE_PAGE_FAULTS = 1 << 1,
+	DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS = 1 << 2,
 };
 
 /**

@@ -69,7 +69,10 @@ fn get_param_values(d: &Device) -> TestResult {
     check!(p(DRM_MIRAGE_PARAM_HW_VERSION)? == 0x0001_0001, "hw version");
     check!(p(DRM_MIRAGE_PARAM_VA_BITS)? == 48, "va bits");
     check!(p(DRM_MIRAGE_PARAM_PAGE_SIZES)? == 0x4020_1000, "page sizes");
-    check!(p(DRM_MIRAGE_PARAM_HW_FEATURES)? == 0x7f, "features");
+    let all = DRM_MIRAGE_FEATURE_VRAM
+        | DRM_MIRAGE_FEATURE_PAGE_FAULTS
+        | DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS;
+    check!(p(DRM_MIRAGE_PARAM_FEATURES)? == u64::from(all), "features");
     // The VRAM register must agree with the BAR the PCI core sized.
     let vram = p(DRM_MIRAGE_PARAM_VRAM_SIZE)?;
     let bar2 = bar_size(2)?;

@@ -151,9 +151,32 @@ impl Info {
             vram_size: dev.get_param(DRM_MIRAGE_PARAM_VRAM_SIZE)?,
             va_bits: dev.get_param(DRM_MIRAGE_PARAM_VA_BITS)? as u32,
             page_sizes: dev.get_param(DRM_MIRAGE_PARAM_PAGE_SIZES)?,
-            features: dev.get_param(DRM_MIRAGE_PARAM_HW_FEATURES)? as u32,
+            features: dev.get_param(DRM_MIRAGE_PARAM_FEATURES)? as u32,
         })
     }
+}
+
+/// Formats a `DRM_MIRAGE_FEATURE_*` mask as "vram page-faults sysmem-atomics"; unknown bits
+/// in hex.
+pub fn features_str(mask: u32) -> String {
+    let names = [
+        (DRM_MIRAGE_FEATURE_VRAM, "vram"),
+        (DRM_MIRAGE_FEATURE_PAGE_FAULTS, "page-faults"),
+        (DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS, "sysmem-atomics"),
+    ];
+    let known = names.iter().fold(0, |m, (bit, _)| m | bit);
+    let mut words: Vec<String> = names
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| name.to_string())
+        .collect();
+    if mask & !known != 0 {
+        words.push(format!("{:#x}", mask & !known));
+    }
+    if words.is_empty() {
+        words.push("none".into());
+    }
+    words.join(" ")
 }
 
 /// Formats a page-size bitmap as "4K 2M 1G".
@@ -193,7 +216,7 @@ impl std::fmt::Display for Info {
         writeln!(f, "vram:        {} MiB", self.vram_size >> 20)?;
         writeln!(f, "va bits:     {}", self.va_bits)?;
         writeln!(f, "page sizes:  {}", page_sizes_str(self.page_sizes))?;
-        write!(f, "features:    {:#x}", self.features)
+        write!(f, "features:    {}", features_str(self.features))
     }
 }
 
@@ -204,5 +227,13 @@ mod tests {
         assert_eq!(super::page_sizes_str(0x4020_1000), "4K 2M 1G");
         assert_eq!(super::page_sizes_str(0), "");
         assert_eq!(super::page_sizes_str(0x10), "16");
+    }
+
+    #[test]
+    fn features_print_by_name() {
+        assert_eq!(super::features_str(0x7), "vram page-faults sysmem-atomics");
+        assert_eq!(super::features_str(0x2), "page-faults");
+        assert_eq!(super::features_str(0), "none");
+        assert_eq!(super::features_str(0x9), "vram 0x8");
     }
 }

@@ -13,7 +13,11 @@ pub const DRM_MIRAGE_PARAM_HW_VERSION: u32 = 1;
 pub const DRM_MIRAGE_PARAM_VRAM_SIZE: u32 = 2;
 pub const DRM_MIRAGE_PARAM_VA_BITS: u32 = 3;
 pub const DRM_MIRAGE_PARAM_PAGE_SIZES: u32 = 4;
-pub const DRM_MIRAGE_PARAM_HW_FEATURES: u32 = 5;
+pub const DRM_MIRAGE_PARAM_FEATURES: u32 = 5;
+
+pub const DRM_MIRAGE_FEATURE_VRAM: u32 = 1 << 0;
+pub const DRM_MIRAGE_FEATURE_PAGE_FAULTS: u32 = 1 << 1;
+pub const DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS: u32 = 1 << 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,7 +121,10 @@ mod tests {
             DRM_MIRAGE_PARAM_VRAM_SIZE,
             DRM_MIRAGE_PARAM_VA_BITS,
             DRM_MIRAGE_PARAM_PAGE_SIZES,
-            DRM_MIRAGE_PARAM_HW_FEATURES,
+            DRM_MIRAGE_PARAM_FEATURES,
+            DRM_MIRAGE_FEATURE_VRAM,
+            DRM_MIRAGE_FEATURE_PAGE_FAULTS,
+            DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS,
             DRM_IOCTL_MIRAGE_GET_PARAM,
         );
         m

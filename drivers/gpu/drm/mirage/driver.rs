@@ -11,6 +11,7 @@ use kernel::{
     prelude::*,
     sync::Arc,
     types::ScopeGuard,
+    uapi,
 };
 
 use crate::{
@@ -70,6 +71,7 @@ fn identify(pdev: &pci::Device<Bound>, bar: &Bar0<'_>) -> Result<DeviceInfo> {
         return Err(ENODEV);
     }
     let version = bar.read(regs::VERSION);
+    let features = bar.read(regs::FEATURES);
     if version.major().get() != regs::VERSION_MAJOR {
         dev_err!(
             pdev,
@@ -80,15 +82,41 @@ fn identify(pdev: &pci::Device<Bound>, bar: &Bar0<'_>) -> Result<DeviceInfo> {
         );
         return Err(ENODEV);
     }
+    if !(features.ping() && features.dma_fill() && features.mmu() && features.queues()) {
+        dev_err!(
+            pdev,
+            "FEATURES reads {:#x}: the driver needs ping, DMA fill, MMU and queues\n",
+            features.into_raw()
+        );
+        return Err(ENODEV);
+    }
     Ok(DeviceInfo {
         device_id: (u32::from(pdev.vendor_id().as_raw()) << 16) | u32::from(pdev.device_id()),
         hw_version: version.into_raw(),
-        features: bar.read(regs::FEATURES).value().get(),
+        features: user_features(features),
         vram_size: u64::from(bar.read(regs::VRAM_SIZE_LO).value().get())
             | (u64::from(bar.read(regs::VRAM_SIZE_HI).value().get()) << 32),
         va_bits: bar.read(regs::VA_BITS).value().get(),
         pgsize_bitmap: bar.read(regs::PGSIZE_BITMAP).value().get(),
     })
+}
+
+/// The uAPI's `DRM_MIRAGE_FEATURE_*` mask for the device's `FEATURES`.
+fn user_features(hw: regs::FEATURES) -> u32 {
+    [
+        (hw.vram(), uapi::drm_mirage_feature_DRM_MIRAGE_FEATURE_VRAM),
+        (
+            hw.stall(),
+            uapi::drm_mirage_feature_DRM_MIRAGE_FEATURE_PAGE_FAULTS,
+        ),
+        (
+            hw.atomics(),
+            uapi::drm_mirage_feature_DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(has, _)| has)
+    .fold(0, |mask, (_, bit)| mask | bit)
 }
 
 impl pci::Driver for MirageDriver {

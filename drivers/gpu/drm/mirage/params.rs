@@ -11,6 +11,7 @@ pub(crate) struct DeviceInfo {
     pub(crate) device_id: u32,
     /// Hardware version, major in bits 31:16, minor in 15:0.
     pub(crate) hw_version: u32,
+    /// `DRM_MIRAGE_FEATURE_*` bits.
     pub(crate) features: u32,
     pub(crate) vram_size: u64,
     pub(crate) va_bits: u32,
@@ -29,7 +30,7 @@ impl DeviceInfo {
             uapi::drm_mirage_param_DRM_MIRAGE_PARAM_VRAM_SIZE => self.vram_size,
             uapi::drm_mirage_param_DRM_MIRAGE_PARAM_VA_BITS => self.va_bits.into(),
             uapi::drm_mirage_param_DRM_MIRAGE_PARAM_PAGE_SIZES => self.pgsize_bitmap.into(),
-            uapi::drm_mirage_param_DRM_MIRAGE_PARAM_HW_FEATURES => self.features.into(),
+            uapi::drm_mirage_param_DRM_MIRAGE_PARAM_FEATURES => self.features.into(),
             _ => return Err(EINVAL),
         })
     }
@@ -79,7 +80,7 @@ mod tests {
                 uapi::drm_mirage_param_DRM_MIRAGE_PARAM_PAGE_SIZES,
                 0x4020_1000,
             ),
-            (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_HW_FEATURES, 0x3),
+            (uapi::drm_mirage_param_DRM_MIRAGE_PARAM_FEATURES, 0x3),
         ];
         for (param, value) in expect {
             assert_eq!(INFO.get_param(&args(param))?, value);

@@ -70,7 +70,15 @@ register! {
 
     /// Blocks the device implements.
     pub(crate) FEATURES(u32) @ 0x008 {
-        31:0 value;
+        0:0 vram => bool;
+        1:1 ping => bool;
+        2:2 dma_fill => bool;
+        3:3 mmu => bool;
+        4:4 queues => bool;
+        /// Stall-and-replay page faults.
+        5:5 stall => bool;
+        /// Atomics on write-back system memory.
+        6:6 atomics => bool;
     }
 
     pub(crate) VRAM_SIZE_LO(u32) @ 0x010 {
