@@ -223,9 +223,9 @@ impl Rig {
         self.tail[q] = self.rd(qr(Q_TAIL));
     }
 
-    /// Writes `cmds` to a fresh buffer mapped in the queue's AS, and queues
-    /// it without ringing the doorbell; returns the seqno.
-    pub fn queue_job(&mut self, q: usize, cmds: &Builder, flags: u32) -> u64 {
+    /// Writes `cmds` to a fresh buffer mapped in the queue's AS; returns
+    /// its VA and length, for [`Rig::queue_desc`].
+    pub fn load_cmds(&mut self, q: usize, cmds: &Builder) -> (u64, u32) {
         let bytes = cmds.bytes();
         let as_idx = self.rd(queue_reg(q as u64, Q_AS)) as usize;
         let va = self.next_cmd_va;
@@ -233,7 +233,14 @@ impl Rig {
         self.next_cmd_va += len;
         let pa = self.map_new(as_idx, va, len);
         self.poke(pa, &bytes);
-        self.queue_desc(q, va, bytes.len() as u32, flags)
+        (va, bytes.len() as u32)
+    }
+
+    /// Writes `cmds` to a fresh buffer mapped in the queue's AS, and queues
+    /// it without ringing the doorbell; returns the seqno.
+    pub fn queue_job(&mut self, q: usize, cmds: &Builder, flags: u32) -> u64 {
+        let (va, len) = self.load_cmds(q, cmds);
+        self.queue_desc(q, va, len, flags)
     }
 
     pub fn queue_desc(&mut self, q: usize, va: u64, len: u32, flags: u32) -> u64 {
