@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod commands;
+mod driver;
 mod inflight;
 mod mmu;
 mod queues;
