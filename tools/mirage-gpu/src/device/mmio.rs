@@ -152,6 +152,16 @@ impl Gpu {
             _ => {}
         }
         let mut g = lock(&self.globals);
+        if g.faultq.size != 0
+            && matches!(
+                off,
+                FAULTQ_BASE_LO | FAULTQ_BASE_HI | FAULTQ_TAIL_WB_LO | FAULTQ_TAIL_WB_HI
+            )
+        {
+            // As for queues: an engine must never see half of a new address.
+            log::debug!("write {val:#x} to {off:#x} ignored: the fault queue is on");
+            return;
+        }
         match off {
             SCRATCH => g.scratch = val,
             IRQ_CLEAR => g.irq_rawstat &= !val,

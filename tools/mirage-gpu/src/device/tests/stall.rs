@@ -187,3 +187,29 @@ fn an_answer_before_the_queue_reads_stalled_is_kept() {
     assert_eq!(r.completion(0), (s, JOB_MMU_FAULT, f.status));
     assert_eq!(r.rd(queue_reg(0, Q_STATUS)), Q_STATUS_FAULTED);
 }
+
+#[test]
+fn fault_queue_addresses_are_latched_while_it_is_on() {
+    let mut r = Rig::new();
+    let (base, wb) = setup_faultq(&mut r, 4);
+    for reg in [
+        FAULTQ_BASE_LO,
+        FAULTQ_BASE_HI,
+        FAULTQ_TAIL_WB_LO,
+        FAULTQ_TAIL_WB_HI,
+    ] {
+        r.wr(reg, 0x40);
+    }
+    assert_eq!(
+        (r.rd(FAULTQ_BASE_LO), r.rd(FAULTQ_BASE_HI)),
+        (base as u32, 0)
+    );
+    assert_eq!(
+        (r.rd(FAULTQ_TAIL_WB_LO), r.rd(FAULTQ_TAIL_WB_HI)),
+        (wb as u32, 0)
+    );
+    // Off, they take writes again.
+    r.wr(FAULTQ_SIZE, 0);
+    r.wr64(FAULTQ_BASE_LO, 0x1_0000_0040);
+    assert_eq!((r.rd(FAULTQ_BASE_LO), r.rd(FAULTQ_BASE_HI)), (0x40, 1));
+}
