@@ -186,6 +186,21 @@ if [ -z "$only" ]; then
 	elif [ $rc != 0 ] && [ $host_failed = 0 ]; then
 		result fail "host: cargo test (did not build or run)" "$RESULTS/cargo-test.log"
 	fi
+	# The runner's own judgement (KTAP, splat patterns), one result per test.
+	rc=0
+	(cd "$MIRAGE_ROOT/scripts" && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -v test_runner) \
+		>"$RESULTS/runner-test.log" 2>&1 || rc=$?
+	runner_failed=0
+	while read -r name status; do
+		case "$status" in
+		ok) result pass "host: runner: $name" ;;
+		skipped*) result skip "host: runner: $name" ;;
+		*) result fail "host: runner: $name"; runner_failed=1 ;;
+		esac
+	done < <(sed -n 's/^\(test_[a-z0-9_]*\) (.*) \.\.\. \(.*\)$/\1 \2/p' "$RESULTS/runner-test.log")
+	if [ $rc != 0 ] && [ $runner_failed = 0 ]; then
+		result fail "host: runner tests (did not run)" "$RESULTS/runner-test.log"
+	fi
 	step "lint: cargo fmt --check" "$RESULTS/fmt.log" mcargo fmt --all --check || true
 	step "lint: cargo clippy -D warnings" "$RESULTS/clippy.log" \
 		mcargo clippy --workspace --all-targets -q -- -D warnings || true

@@ -1,0 +1,151 @@
+"""Tests of the runner's judgement: KTAP parsing, splat patterns, verdicts.
+
+`make check` runs them on the host (`python3 -m unittest -v test_runner` in
+scripts/), one result per test. A runner that misparses the log would turn a
+broken guest green, so the patterns are checked against real report lines.
+"""
+
+import unittest
+
+import runner
+
+
+def ktap(*lines):
+    return [l for block in lines for l in block.strip("\n").split("\n")]
+
+
+SUITE_OK = """
+KTAP version 1
+1..1
+    KTAP version 1
+    # Subtest: mirage_guest
+    1..2
+    ok 1 first
+    ok 2 second
+ok 1 mirage_guest
+"""
+
+
+class KtapTest(unittest.TestCase):
+    def results(self, *lines):
+        return {r.name: r for r in runner.parse_ktap(ktap(*lines))}
+
+    def test_every_case_is_a_result(self):
+        r = self.results(SUITE_OK)
+        self.assertEqual(sorted(r), ["mirage_guest.first", "mirage_guest.second"])
+        self.assertTrue(all(x.status == "pass" for x in r.values()))
+
+    def test_a_failed_case_fails(self):
+        r = self.results(SUITE_OK.replace("ok 2 second", "not ok 2 second"))
+        self.assertEqual(r["mirage_guest.second"].status, "fail")
+
+    def test_a_truncated_suite_fails_its_plan(self):
+        r = self.results(SUITE_OK.replace("    ok 2 second\n", ""))
+        self.assertEqual(r["mirage_guest: plan"].status, "fail")
+
+    def test_a_suite_without_a_plan_fails(self):
+        r = self.results(SUITE_OK.replace("    1..2\n", ""))
+        self.assertEqual(r["mirage_guest: plan"].status, "fail")
+
+    def test_skip_fails_in_a_required_suite_only(self):
+        r = self.results(SUITE_OK.replace("ok 2 second", "ok 2 second # SKIP no device"))
+        self.assertEqual(r["mirage_guest.second"].status, "fail")
+        other = SUITE_OK.replace("mirage_guest", "upstream_suite")
+        r = self.results(other.replace("ok 2 second", "ok 2 second # SKIP no device"))
+        self.assertEqual(r["upstream_suite.second"].status, "skip")
+
+    def test_parameterised_cases_belong_to_their_suite(self):
+        r = self.results("""
+    KTAP version 1
+    # Subtest: mirage_vm
+    1..1
+        KTAP version 1
+        # Subtest: split
+        ok 1 4K
+        not ok 2 2M
+    # split: pass:1 fail:1 skip:0 total:2
+    not ok 1 split
+""")
+        self.assertEqual(r["mirage_vm.split.4K"].status, "pass")
+        self.assertEqual(r["mirage_vm.split.2M"].status, "fail")
+        self.assertEqual(r["mirage_vm.split"].status, "fail")
+        self.assertNotIn("mirage_vm: plan", r)
+
+    def test_a_suite_run_twice_is_numbered(self):
+        r = self.results(SUITE_OK, SUITE_OK)
+        self.assertIn("mirage_guest#2.first", r)
+
+
+class SplatTest(unittest.TestCase):
+    # Lines as the kernel prints them (timestamps stripped).
+    SPLATS = [
+        "WARNING: CPU: 1 PID: 97 at drivers/gpu/drm/drm_gem.c:1234 drm_gem_object_release+0x2/0x3",
+        "BUG: KASAN: slab-use-after-free in mirage_job_done+0x12/0x40 [mirage]",
+        "UBSAN: array-index-out-of-bounds in drivers/gpu/drm/mirage/x.c:3:4",
+        "INFO: trying to register non-static key.",
+        "WARNING: possible circular locking dependency detected",
+        "------------[ cut here ]------------",
+        "DMA-API: mirage 0000:00:01.0: device driver failed to check map error",
+        "list_add corruption. prev->next should be next (ffff888), but was 0000.",
+        "unreferenced object 0xffff888003a1c000 (size 64):",
+        "kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+        "rust_kernel: panicked at drivers/gpu/drm/mirage/vm.rs:10:5:",
+    ]
+    BENIGN = [
+        "DMA-API: preallocated 65536 debug entries",
+        "DMA-API: debugging enabled by kernel config",
+        "kmemleak: Kernel memory leak detector initialized (mempool available: 16384)",
+        "mirage 0000:00:01.0: interrupt self-test failed: no MSI-X interrupt 2000 ms after a ping",
+        "MIRAGE: kmemleak end",
+    ]
+
+    def test_reports_are_splats(self):
+        for l in self.SPLATS:
+            self.assertTrue(runner.SPLAT.search(l), l)
+
+    def test_ordinary_lines_are_not(self):
+        for l in self.BENIGN:
+            self.assertFalse(runner.SPLAT.search(l), l)
+
+    def test_a_device_model_panic_is_seen(self):
+        self.assertTrue(runner.GPU_SPLAT.search(
+            "thread 'engine-0' panicked at tools/mirage-gpu/src/device/engine.rs:40:17:"))
+        self.assertFalse(runner.GPU_SPLAT.search("[1.0 mirage-gpu INFO] Connection closed"))
+
+
+class JudgeTest(unittest.TestCase):
+    SC = runner.Scenario("bad-id", "probe-fail", expect_log=["not a mirage GPU"])
+    LOG = """
+[    0.000000] kmemleak: Kernel memory leak detector initialized (mempool available: 16384)
+[    5.100000] mirage 0000:00:01.0: ID register reads 0xb8beadb2: not a mirage GPU
+MIRAGE: modprobe rc=0
+MIRAGE: bound=0
+MIRAGE: render-node=0
+MIRAGE: rmmod rc=0
+MIRAGE: kmemleak begin
+MIRAGE: kmemleak end
+MIRAGE: done
+"""
+
+    def verdicts(self, text):
+        return {r.name: r.status for r in runner.judge(self.SC, text)}
+
+    def test_a_refused_device_passes(self):
+        v = self.verdicts(self.LOG)
+        self.assertEqual([n for n, s in v.items() if s != "pass"], [])
+
+    def test_binding_a_broken_device_fails(self):
+        v = self.verdicts(self.LOG.replace("bound=0", "bound=1"))
+        self.assertEqual(v["bad-id: driver refused the device"], "fail")
+
+    def test_a_splat_fails_the_boot(self):
+        v = self.verdicts(self.LOG + "[    9.0] BUG: KASAN: wild-memory-access in x\n")
+        self.assertEqual(v["bad-id: no kernel splat (WARNING/BUG/lockdep/KASAN/kmemleak)"], "fail")
+
+    def test_a_missing_end_fails(self):
+        v = self.verdicts(self.LOG.replace("MIRAGE: done", ""))
+        self.assertEqual(v["bad-id: guest reached the end of init"], "fail")
+
+
+if __name__ == "__main__":
+    unittest.main()
