@@ -84,7 +84,10 @@ impl Gpu {
             if head == tail {
                 return Step::Idle;
             }
-            if !(2..=4096).contains(&ring_size) || !ring_size.is_power_of_two() {
+            if !(2..=4096).contains(&ring_size)
+                || !ring_size.is_power_of_two()
+                || !ring_base.is_multiple_of(JOB_DESC_SIZE)
+            {
                 // No slot can be located: the job fails unread (seqno 0).
                 self.fail_unstarted(q, &mut ex, None, JobStatus::InvalidCommand);
                 return Step::Progress;

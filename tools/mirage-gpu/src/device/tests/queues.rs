@@ -342,3 +342,20 @@ fn jobs_failed_unstarted_report_their_own_seqno() {
     r.run();
     assert_eq!(r.completion(0), (0, JOB_DMA_ERROR, 0));
 }
+
+#[test]
+fn a_misaligned_ring_fails_its_jobs_unread() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    let pa = r.map_new(0, 0x5000, 4096);
+    let (ring, _, _) = r.ring[0].unwrap();
+    r.queue_job(0, &Builder::new().store32(0x5000, 1), 0);
+    r.wr(queue_reg(0, Q_CONTROL), 0);
+    r.wr64(queue_reg(0, Q_RING_BASE_LO), ring + 8);
+    r.wr(queue_reg(0, Q_CONTROL), Q_CONTROL_ENABLE);
+    r.doorbell(0);
+    r.run();
+    assert_eq!(r.completion(0), (0, JOB_INVALID_COMMAND, 0));
+    assert_eq!(r.peek32(pa), 0);
+}
