@@ -352,7 +352,8 @@ fn a_misaligned_ring_fails_its_jobs_unread() {
     let (ring, _, _) = r.ring[0].unwrap();
     r.queue_job(0, &Builder::new().store32(0x5000, 1), 0);
     r.wr(queue_reg(0, Q_CONTROL), 0);
-    r.wr64(queue_reg(0, Q_RING_BASE_LO), ring + 8);
+    // Read there, the slot would be an empty job that completes OK.
+    r.wr64(queue_reg(0, Q_RING_BASE_LO), ring + 32);
     r.wr(queue_reg(0, Q_CONTROL), Q_CONTROL_ENABLE);
     r.doorbell(0);
     r.run();
