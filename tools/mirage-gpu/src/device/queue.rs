@@ -167,6 +167,10 @@ impl Gpu {
             }
             Q_CONTROL => {
                 r.enabled = val & Q_CONTROL_ENABLE != 0;
+                if r.enabled && r.error == JobStatus::BadCompletion.code() {
+                    // That refusal is answered.
+                    r.error = 0;
+                }
                 if matches!(r.status, QStatus::Disabled | QStatus::Idle) {
                     r.status = if r.enabled {
                         QStatus::Idle

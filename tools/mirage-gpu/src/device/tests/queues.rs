@@ -218,6 +218,7 @@ fn enable_is_refused_without_a_usable_completion_address() {
     r.wr(qr(Q_CONTROL), Q_CONTROL_ENABLE);
     assert_eq!(r.rd(qr(Q_CONTROL)), 1);
     assert_eq!(r.rd(qr(Q_STATUS)), Q_STATUS_IDLE);
+    assert_eq!(r.rd(qr(Q_ERROR)), 0);
 }
 
 #[test]
