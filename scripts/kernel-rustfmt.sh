@@ -20,6 +20,11 @@ while read -r f; do install -D -m 644 "$MIRAGE_ROOT/$f" "$work/$f"; done <"$work
 # shellcheck disable=SC2046 # one file name per word
 roots=$(cd "$work" && grep -l '^kernel::module_\|^module!' $(cat files) || true)
 [ -n "$roots" ] || die "no module root (a file with module! or kernel::module_*!) under drivers/ or rust/: nothing to format"
+# The kernel crate's root (rust/kernel/lib.rs) is upstream's, not ours: the
+# overlay's top-level files under rust/ are roots of their own (a mod.rs
+# brings its submodules along).
+# shellcheck disable=SC2046
+roots="$roots $(cd "$work" && grep -E '^rust/(kernel/[^/]+\.rs|kernel/[^/]+/mod\.rs)$' files | tr '\n' ' ')"
 args=(--edition 2021 --config-path "$KSRC_IN/.rustfmt.toml")
 if [ "$mode" = --check ]; then
 	(cd "$work" && in_chroot sh -c "cd $work_in && rustfmt --check ${args[*]} $roots")

@@ -142,8 +142,11 @@ fi
 # (upstream's may have some). A rustc or clippy diagnostic names its file
 # on a "  --> path" line below the "warning:" line; a C compiler's and
 # modpost's name it on the same line. Matching blocks are printed.
+# The overlay's files under rust/ (abstractions and helpers) are mirage's
+# own code too.
+overlay_rust=$(grep -E '^rust/' "$MANIFEST" | sed 's/[.]/[.]/g' | paste -sd'|' || true)
 mirage_warnings() {
-	awk -v re='drivers/gpu/drm/mirage/|rust/kernel/[^ ]*mirage' '
+	awk -v re="drivers/gpu/drm/mirage/${overlay_rust:+|$overlay_rust}" '
 	function flush() { if (hit) { printf "%s", buf; found = 1 } buf = ""; hit = 0; inblk = 0 }
 	/^(warning|error)(\[[^]]*\])?: / { flush(); inblk = 1 }
 	/^WARNING: modpost: / || /:[0-9]+:[0-9]+: (warning|error): / { flush(); if ($0 ~ re) { print; found = 1 } next }
@@ -153,7 +156,9 @@ mirage_warnings() {
 warnings=$(mirage_warnings "$BUILD_LOG" || true)
 if [ -n "$warnings" ]; then
 	head -n 80 <<<"$warnings" >&2
-	touch "$KSRC/drivers/gpu/drm/mirage/mirage.rs" # rebuild it next time, so the warning shows again
+	# Rebuild them next time, so that the warnings show again.
+	touch "$KSRC/drivers/gpu/drm/mirage/mirage.rs"
+	grep -E '^rust/' "$MANIFEST" | while read -r f; do touch "$KSRC/$f"; done
 	die "the mirage driver built with warnings; see above"
 fi
 rm -rf --one-file-system "$CHROOT/build/modroot"
