@@ -214,6 +214,8 @@ step_shown "build: kernel and mirage.ko" "$RESULTS/kernel.log" "$MIRAGE_ROOT/scr
 if [ $kernel_ok = 1 ] && [ -z "$only" ]; then
 	step "lint: rustfmt (kernel Rust, kernel's .rustfmt.toml)" "$RESULTS/kernel-rustfmt.log" \
 		"$MIRAGE_ROOT/scripts/kernel-rustfmt.sh" --check || true
+	step "lint: rustdoc (the kernel crate with the overlay's abstractions)" "$RESULTS/rustdoc.log" \
+		"$MIRAGE_ROOT/scripts/kernel-rustdoc.sh" || true
 fi
 
 if [ $kernel_ok = 1 ] && [ $bins_ok = 1 ]; then
