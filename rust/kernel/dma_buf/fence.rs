@@ -36,6 +36,11 @@
 //! path that signals a published fence) are checked by lockdep inside a [`SignallingSection`].
 //! Put one at the entry points of code that signals fences (a work item's `run`, an interrupt
 //! thread), not around the lifetime of one fence.
+//!
+//! A [`FenceCallbackRegistration`] runs a [`FenceCallback`] when a fence signals.
+
+mod callback;
+pub use callback::{FenceCallback, FenceCallbackRegistration};
 
 use crate::{
     alloc::Flags,
