@@ -16,21 +16,56 @@ use std::path::{Path, PathBuf};
 
 /// What the probe records from `drm.h` itself: the parts of it that
 /// `uapi.rs` mirrors. `drm.h` is not parsed, so these are listed here.
-const DRM_H_STRUCTS: &[(&str, &[&str])] = &[(
-    "drm_version",
-    &[
-        "version_major",
-        "version_minor",
-        "version_patchlevel",
-        "name_len",
-        "name",
-        "date_len",
-        "date",
-        "desc_len",
-        "desc",
-    ],
-)];
-const DRM_H_CONSTS: &[&str] = &["DRM_COMMAND_BASE", "DRM_IOCTL_VERSION"];
+const DRM_H_STRUCTS: &[(&str, &[&str])] = &[
+    (
+        "drm_version",
+        &[
+            "version_major",
+            "version_minor",
+            "version_patchlevel",
+            "name_len",
+            "name",
+            "date_len",
+            "date",
+            "desc_len",
+            "desc",
+        ],
+    ),
+    ("drm_syncobj_create", &["handle", "flags"]),
+    ("drm_syncobj_destroy", &["handle", "pad"]),
+    ("drm_syncobj_array", &["handles", "count_handles", "pad"]),
+    (
+        "drm_syncobj_timeline_array",
+        &["handles", "points", "count_handles", "flags"],
+    ),
+    (
+        "drm_syncobj_timeline_wait",
+        &[
+            "handles",
+            "points",
+            "timeout_nsec",
+            "count_handles",
+            "flags",
+            "first_signaled",
+            "pad",
+            "deadline_nsec",
+        ],
+    ),
+];
+const DRM_H_CONSTS: &[&str] = &[
+    "DRM_COMMAND_BASE",
+    "DRM_IOCTL_VERSION",
+    "DRM_SYNCOBJ_CREATE_SIGNALED",
+    "DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL",
+    "DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT",
+    "DRM_IOCTL_SYNCOBJ_CREATE",
+    "DRM_IOCTL_SYNCOBJ_DESTROY",
+    "DRM_IOCTL_SYNCOBJ_RESET",
+    "DRM_IOCTL_SYNCOBJ_SIGNAL",
+    "DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT",
+    "DRM_IOCTL_SYNCOBJ_QUERY",
+    "DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());

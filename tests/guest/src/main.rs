@@ -178,6 +178,81 @@ fn many_clients_open_and_query(_: &Device) -> TestResult {
     Ok(())
 }
 
+fn e2s(e: io::Error) -> String {
+    e.to_string()
+}
+
+/// CLOCK_MONOTONIC now plus `ms`, in nanoseconds: a syncobj wait deadline.
+fn deadline_in(ms: i64) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec + ms * 1_000_000
+}
+
+// The DRM core's syncobj ioctls work only for a driver that sets DRIVER_SYNCOBJ(_TIMELINE):
+// these prove the Rust abstraction's feature bits reach the core.
+fn syncobj_binary_signal_and_reset(d: &Device) -> TestResult {
+    let h = d.syncobj_create(DRM_SYNCOBJ_CREATE_SIGNALED).map_err(e2s)?;
+    check!(
+        d.syncobj_wait(h, 0, 0).is_ok(),
+        "created signalled, but waits"
+    );
+    d.syncobj_reset(h).map_err(e2s)?;
+    let e = errno(d.syncobj_wait(h, 0, 0));
+    check!(e == Some(libc::ETIME), "reset syncobj: poll gave {e:?}");
+    d.syncobj_timeline_signal(h, 0).map_err(e2s)?;
+    check!(d.syncobj_wait(h, 0, 0).is_ok(), "signalled, but waits");
+    d.syncobj_destroy(h).map_err(e2s)?;
+    let e = errno(d.syncobj_destroy(h));
+    check!(e == Some(libc::EINVAL), "second destroy gave {e:?}");
+    Ok(())
+}
+
+fn syncobj_timeline_points(d: &Device) -> TestResult {
+    let h = d.syncobj_create(0).map_err(e2s)?;
+    check!(d.syncobj_query(h).map_err(e2s)? == 0, "new timeline");
+    let e = errno(d.syncobj_wait(h, 3, 0));
+    check!(e == Some(libc::ETIME), "point 3 before any signal: {e:?}");
+    d.syncobj_timeline_signal(h, 3).map_err(e2s)?;
+    check!(d.syncobj_query(h).map_err(e2s)? == 3, "after signalling 3");
+    check!(d.syncobj_wait(h, 3, 0).is_ok(), "point 3 signalled");
+    check!(
+        d.syncobj_wait(h, 2, 0).is_ok(),
+        "an earlier point is signalled too"
+    );
+    let e = errno(d.syncobj_wait(h, 4, 0));
+    check!(e == Some(libc::ETIME), "point 4: {e:?}");
+    d.syncobj_timeline_signal(h, 7).map_err(e2s)?;
+    check!(d.syncobj_query(h).map_err(e2s)? == 7, "after signalling 7");
+    d.syncobj_destroy(h).map_err(e2s)?;
+    Ok(())
+}
+
+fn syncobj_wait_sees_a_later_cpu_signal(d: &Device) -> TestResult {
+    let h = d.syncobj_create(0).map_err(e2s)?;
+    let signalled = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            d.syncobj_timeline_signal(h, 1)
+        });
+        let waited = d.syncobj_wait(h, 1, deadline_in(10_000));
+        (waited, t.join())
+    });
+    check!(signalled.0.is_ok(), "wait: {:?}", signalled.0);
+    check!(
+        matches!(signalled.1, Ok(Ok(()))),
+        "signal: {:?}",
+        signalled.1
+    );
+    check!(d.syncobj_query(h).map_err(e2s)? == 1, "point 1");
+    d.syncobj_destroy(h).map_err(e2s)?;
+    Ok(())
+}
+
 type Test = fn(&Device) -> TestResult;
 
 const TESTS: &[(&str, Test)] = &[
@@ -198,6 +273,15 @@ const TESTS: &[(&str, Test)] = &[
     ),
     ("info_matches_params", info_matches_params),
     ("many_clients_open_and_query", many_clients_open_and_query),
+    (
+        "syncobj_binary_signal_and_reset",
+        syncobj_binary_signal_and_reset,
+    ),
+    ("syncobj_timeline_points", syncobj_timeline_points),
+    (
+        "syncobj_wait_sees_a_later_cpu_signal",
+        syncobj_wait_sees_a_later_cpu_signal,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {

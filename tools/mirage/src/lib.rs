@@ -120,6 +120,77 @@ impl Device {
         unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_GET_PARAM, args) }
     }
 
+    /// Creates a syncobj (`DRM_SYNCOBJ_CREATE_SIGNALED` starts it signalled).
+    pub fn syncobj_create(&self, flags: u32) -> io::Result<u32> {
+        let mut a = DrmSyncobjCreate { handle: 0, flags };
+        // SAFETY: `a` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_CREATE, &mut a)? };
+        Ok(a.handle)
+    }
+
+    pub fn syncobj_destroy(&self, handle: u32) -> io::Result<()> {
+        let mut a = DrmSyncobjDestroy { handle, pad: 0 };
+        // SAFETY: `a` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_DESTROY, &mut a) }
+    }
+
+    /// Signals point `point` of `handle`'s timeline from the CPU (0: a binary syncobj).
+    pub fn syncobj_timeline_signal(&self, handle: u32, point: u64) -> io::Result<()> {
+        let (handles, points) = ([handle], [point]);
+        let mut a = DrmSyncobjTimelineArray {
+            handles: handles.as_ptr() as u64,
+            points: points.as_ptr() as u64,
+            count_handles: 1,
+            flags: 0,
+        };
+        // SAFETY: `a` is the argument type of the request; its arrays outlive the call.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL, &mut a) }
+    }
+
+    /// The last signalled point of `handle`'s timeline.
+    pub fn syncobj_query(&self, handle: u32) -> io::Result<u64> {
+        let handles = [handle];
+        let mut points = [0u64];
+        let mut a = DrmSyncobjTimelineArray {
+            handles: handles.as_ptr() as u64,
+            points: points.as_mut_ptr() as u64,
+            count_handles: 1,
+            flags: 0,
+        };
+        // SAFETY: `a` is the argument type of the request; its arrays outlive the call.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_QUERY, &mut a)? };
+        Ok(points[0])
+    }
+
+    /// Waits until point `point` of `handle` signals or the absolute CLOCK_MONOTONIC time
+    /// `deadline_ns` passes (0 polls): `ETIME` then. A point with no fence yet is waited for
+    /// (WAIT_FOR_SUBMIT), as a job's out-syncobj would be.
+    pub fn syncobj_wait(&self, handle: u32, point: u64, deadline_ns: i64) -> io::Result<()> {
+        let (handles, points) = ([handle], [point]);
+        let mut a = DrmSyncobjTimelineWait {
+            handles: handles.as_ptr() as u64,
+            points: points.as_ptr() as u64,
+            timeout_nsec: deadline_ns,
+            count_handles: 1,
+            flags: DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
+            ..Default::default()
+        };
+        // SAFETY: `a` is the argument type of the request; its arrays outlive the call.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &mut a) }
+    }
+
+    /// Resets a binary syncobj to unsignalled (it holds no fence).
+    pub fn syncobj_reset(&self, handle: u32) -> io::Result<()> {
+        let handles = [handle];
+        let mut a = DrmSyncobjArray {
+            handles: handles.as_ptr() as u64,
+            count_handles: 1,
+            pad: 0,
+        };
+        // SAFETY: `a` is the argument type of the request; its array outlives the call.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_RESET, &mut a) }
+    }
+
     pub fn get_param(&self, param: u32) -> io::Result<u64> {
         let mut a = DrmMirageGetParam {
             param,

@@ -55,6 +55,74 @@ pub struct DrmVersion {
 pub const DRM_IOCTL_VERSION: u64 =
     nix::request_code_readwrite!(b'd', 0x00, size_of::<DrmVersion>()) as u32 as u64;
 
+/// `struct drm_syncobj_create` from `drm.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmSyncobjCreate {
+    pub handle: u32,
+    pub flags: u32,
+}
+
+/// `struct drm_syncobj_destroy` from `drm.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmSyncobjDestroy {
+    pub handle: u32,
+    pub pad: u32,
+}
+
+/// `struct drm_syncobj_array` from `drm.h` (RESET, SIGNAL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmSyncobjArray {
+    pub handles: u64,
+    pub count_handles: u32,
+    pub pad: u32,
+}
+
+/// `struct drm_syncobj_timeline_array` from `drm.h` (QUERY, TIMELINE_SIGNAL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmSyncobjTimelineArray {
+    pub handles: u64,
+    pub points: u64,
+    pub count_handles: u32,
+    pub flags: u32,
+}
+
+/// `struct drm_syncobj_timeline_wait` from `drm.h`. `timeout_nsec` is absolute
+/// (CLOCK_MONOTONIC): 0 polls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmSyncobjTimelineWait {
+    pub handles: u64,
+    pub points: u64,
+    pub timeout_nsec: i64,
+    pub count_handles: u32,
+    pub flags: u32,
+    pub first_signaled: u32,
+    pub pad: u32,
+    pub deadline_nsec: u64,
+}
+
+pub const DRM_SYNCOBJ_CREATE_SIGNALED: u32 = 1 << 0;
+pub const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL: u32 = 1 << 0;
+pub const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT: u32 = 1 << 1;
+
+const fn drm_iowr(nr: u64, size: usize) -> u64 {
+    nix::request_code_readwrite!(b'd', nr, size) as u32 as u64
+}
+
+pub const DRM_IOCTL_SYNCOBJ_CREATE: u64 = drm_iowr(0xbf, size_of::<DrmSyncobjCreate>());
+pub const DRM_IOCTL_SYNCOBJ_DESTROY: u64 = drm_iowr(0xc0, size_of::<DrmSyncobjDestroy>());
+pub const DRM_IOCTL_SYNCOBJ_RESET: u64 = drm_iowr(0xc4, size_of::<DrmSyncobjArray>());
+pub const DRM_IOCTL_SYNCOBJ_SIGNAL: u64 = drm_iowr(0xc5, size_of::<DrmSyncobjArray>());
+pub const DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT: u64 =
+    drm_iowr(0xca, size_of::<DrmSyncobjTimelineWait>());
+pub const DRM_IOCTL_SYNCOBJ_QUERY: u64 = drm_iowr(0xcb, size_of::<DrmSyncobjTimelineArray>());
+pub const DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL: u64 =
+    drm_iowr(0xcd, size_of::<DrmSyncobjTimelineArray>());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +170,38 @@ mod tests {
                 desc,
             }
         );
+        layout!("drm_syncobj_create", DrmSyncobjCreate { handle, flags });
+        layout!("drm_syncobj_destroy", DrmSyncobjDestroy { handle, pad });
+        layout!(
+            "drm_syncobj_array",
+            DrmSyncobjArray {
+                handles,
+                count_handles,
+                pad,
+            }
+        );
+        layout!(
+            "drm_syncobj_timeline_array",
+            DrmSyncobjTimelineArray {
+                handles,
+                points,
+                count_handles,
+                flags,
+            }
+        );
+        layout!(
+            "drm_syncobj_timeline_wait",
+            DrmSyncobjTimelineWait {
+                handles,
+                points,
+                timeout_nsec,
+                count_handles,
+                flags,
+                first_signaled,
+                pad,
+                deadline_nsec,
+            }
+        );
         layout!(
             "drm_mirage_get_param",
             DrmMirageGetParam {
@@ -115,6 +215,16 @@ mod tests {
         consts!(
             DRM_COMMAND_BASE,
             DRM_IOCTL_VERSION,
+            DRM_SYNCOBJ_CREATE_SIGNALED,
+            DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL,
+            DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
+            DRM_IOCTL_SYNCOBJ_CREATE,
+            DRM_IOCTL_SYNCOBJ_DESTROY,
+            DRM_IOCTL_SYNCOBJ_RESET,
+            DRM_IOCTL_SYNCOBJ_SIGNAL,
+            DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT,
+            DRM_IOCTL_SYNCOBJ_QUERY,
+            DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL,
             DRM_MIRAGE_GET_PARAM,
             DRM_MIRAGE_PARAM_DEVICE_ID,
             DRM_MIRAGE_PARAM_HW_VERSION,

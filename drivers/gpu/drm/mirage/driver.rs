@@ -220,6 +220,9 @@ impl drm::Driver for MirageDriver {
 
     const INFO: drm::DriverInfo = INFO;
     const FEAT_RENDER: bool = true;
+    // Binds and jobs take their in-fences from, and give their out-fences to, syncobjs.
+    const FEAT_SYNCOBJ: bool = true;
+    const FEAT_SYNCOBJ_TIMELINE: bool = true;
 
     kernel::declare_drm_ioctls! {
         (MIRAGE_GET_PARAM, drm_mirage_get_param, ioctl::RENDER_ALLOW, MirageFile::get_param),
