@@ -52,7 +52,7 @@ KTAP_CASE = re.compile(r"^(\s*)(not ok|ok) (\d+) ([^#]*?)\s*(#\s*(SKIP|TODO).*)?
 KTAP_PLAN = re.compile(r"^(\s*)1\.\.(\d+)\s*$")
 SUBTEST = re.compile(r"^\s*# Subtest: (\S+)")
 # Suites whose every case must run: a SKIP there is a failure.
-REQUIRED_SUITES = ("mirage_uapi_get_param", "mirage_guest", "rust_dma_fence",
+REQUIRED_SUITES = ("mirage_uapi_get_param", "mirage_guest", "rust_dma_fence", "rust_dma_resv",
                    "rust_dma_fence_callback")
 # The guest asks the runner for one control-socket command with this line and
 # reads "<n> <reply>" back on its console.
