@@ -5,6 +5,7 @@
 use core::ptr::NonNull;
 use kernel::{
     device::Bound,
+    dma_buf::fence::SignallingSection,
     io::Io,
     irq::{self, IrqReturn, ThreadedIrqReturn},
     pci::{self, IrqVectorRegistration},
@@ -148,6 +149,9 @@ impl irq::ThreadedHandler for IrqHandler<'_> {
     }
 
     fn handle_threaded(&self) -> IrqReturn {
+        // The thread is where job fences will signal: lockdep checks from now on that nothing
+        // on this path allocates in a way that could wait for those fences.
+        let _signalling = SignallingSection::begin();
         // Zero when an earlier run of the thread already took these bits: still handled, as
         // the hard half acknowledged them.
         let status = regs::IRQ_STATUS::from(self.pending.xchg(0, Acquire));
