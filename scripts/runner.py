@@ -325,7 +325,7 @@ class Control:
 
     def serve(self, serial):
         for l in strip(serial.read_text(errors="replace")):
-            m = CONTROL_REQUEST.match(l)
+            m = CONTROL_REQUEST.match(KMSG_TAIL.sub("", l[max(l.find("MIRAGE: "), 0):]))
             if not m or int(m.group(1)) <= self.served:
                 continue
             n, cmd = int(m.group(1)), m.group(2).strip()
@@ -417,11 +417,20 @@ def parse_ktap(lines):
     return out
 
 
+# The guest's init and the kernel share the serial console, so a kernel
+# message can land in the middle of a marker line, before or after it.
+KMSG_TAIL = re.compile(r"\[\s*\d+\.\d+\].*$")
+
+
 def markers(lines):
     m = {}
     for l in lines:
-        if l.startswith("MIRAGE: ") and "=" in l:
-            k, v = l[len("MIRAGE: "):].split("=", 1)
+        at = l.find("MIRAGE: ")
+        if at < 0:
+            continue
+        l = KMSG_TAIL.sub("", l[at + len("MIRAGE: "):])
+        if "=" in l:
+            k, v = l.split("=", 1)
             m[k.strip()] = v.strip()
     return m
 

@@ -113,6 +113,18 @@ class SplatTest(unittest.TestCase):
         self.assertFalse(runner.GPU_SPLAT.search("[1.0 mirage-gpu INFO] Connection closed"))
 
 
+class MarkerTest(unittest.TestCase):
+    def test_a_kernel_message_inside_a_marker_line_is_ignored(self):
+        m = runner.markers([
+            "MIRAGE: recovered bind rc=0[   21.914749] [drm] Initialized mirage 0.1.0",
+            "[   22.000001] mirage 0000:00:01.0: probe failedMIRAGE: dma-error bound=0",
+            "MIRAGE: control 4 (inject-dma-error) reply=ok",
+        ])
+        self.assertEqual(m["recovered bind rc"], "0")
+        self.assertEqual(m["dma-error bound"], "0")
+        self.assertEqual(m["control 4 (inject-dma-error) reply"], "ok")
+
+
 class JudgeTest(unittest.TestCase):
     SC = runner.Scenario("bad-id", "probe-fail", expect_log=["not a mirage GPU"])
     LOG = """
