@@ -211,6 +211,17 @@ fn every_driver_register_is_the_devices() {
     assert!(dev::QUEUE_BASE + dev::N_QUEUES as u64 * dev::QUEUE_STRIDE <= c("BAR0_MAPPED"));
 }
 
+/// Checks that the one-bit `N:N name => bool;` fields of `block` (a piece of the driver's map,
+/// from `start` to `end`) are exactly `want`.
+fn assert_bool_fields(start: &str, end: &str, want: &[(&str, u32)]) {
+    let body = DRIVER_REGS.split_once(start).expect(start).1;
+    let bits = bool_fields(&body[..body.find(end).expect(end)]);
+    assert_eq!(bits.len(), want.len(), "{start}: {bits:?}");
+    for (name, bit) in want {
+        assert_eq!(bits.get(*name), Some(bit), "{start}: bit {name}");
+    }
+}
+
 /// The one-bit `N:N name => bool;` fields of a block of the driver's map.
 fn bool_fields(body: &str) -> HashMap<String, u32> {
     body.lines()
@@ -226,11 +237,6 @@ fn bool_fields(body: &str) -> HashMap<String, u32> {
 
 #[test]
 fn feature_bits_agree() {
-    let body = DRIVER_REGS
-        .split_once("pub(crate) FEATURES(u32) @ 0x008 {")
-        .expect("FEATURES register")
-        .1;
-    let bits = bool_fields(&body[..body.find('}').expect("end of FEATURES")]);
     let want = [
         ("vram", dev::FEATURE_VRAM),
         ("ping", dev::FEATURE_PING),
@@ -240,20 +246,12 @@ fn feature_bits_agree() {
         ("stall", dev::FEATURE_STALL),
         ("atomics", dev::FEATURE_ATOMICS),
     ];
-    assert_eq!(bits.len(), want.len(), "{bits:?}");
-    for (name, bit) in want {
-        assert_eq!(bits.get(name), Some(&bit), "FEATURES bit {name}");
-    }
+    assert_bool_fields("pub(crate) FEATURES(u32) @ 0x008 {", "}", &want);
 }
 
 #[test]
 fn interrupt_bits_and_command_codes_agree() {
     // The bit layout shared by IRQ_RAWSTAT/CLEAR/MASK/STATUS.
-    let body = DRIVER_REGS
-        .split_once("macro_rules! irq_register")
-        .expect("irq_register! macro")
-        .1;
-    let bits = bool_fields(&body[..body.find("\n}\n").expect("end of macro")]);
     let want = [
         ("ping", dev::IRQ_PING),
         ("dma", dev::IRQ_DMA),
@@ -263,10 +261,7 @@ fn interrupt_bits_and_command_codes_agree() {
         ("page_fault", dev::IRQ_PAGE_FAULT),
         ("reset", dev::IRQ_RESET),
     ];
-    assert_eq!(bits.len(), want.len(), "{bits:?}");
-    for (name, bit) in want {
-        assert_eq!(bits.get(name), Some(&bit), "IRQ bit {name}");
-    }
+    assert_bool_fields("macro_rules! irq_register", "\n}\n", &want);
 
     let consts = driver_consts();
     let c = |n: &str| {
