@@ -21,6 +21,12 @@ bound() {
 	[ -e /sys/bus/pci/drivers/mirage ] && ls /sys/bus/pci/drivers/mirage | grep -q '^0000:'
 }
 
+# Bus Master Enable of the mirage function: bit 2 of its PCI command register.
+bus_master() {
+	cmd=$(od -An -tx2 -j4 -N2 "/sys/bus/pci/devices/$(pci_dev)/config" | tr -d ' ')
+	echo $(((0x$cmd >> 2) & 1))
+}
+
 # "name=1" if the driver is bound, else "name=0".
 say_bound() {
 	if bound; then echo "MIRAGE: $1=1"; else echo "MIRAGE: $1=0"; fi
@@ -95,6 +101,7 @@ run|test)
 		modprobe mirage
 		echo "MIRAGE: reload modprobe rc=$?"
 		say_bound "reload bound"
+		echo "MIRAGE: reload bus-master=$(bus_master)"
 		mirage info >/tmp/info.txt 2>&1
 		echo "MIRAGE: reload info rc=$?"
 		# Unbind and bind the same function through sysfs.
@@ -102,6 +109,7 @@ run|test)
 		echo "$dev" >/sys/bus/pci/drivers/mirage/unbind
 		echo "MIRAGE: unbind rc=$?"
 		say_bound "unbind bound"
+		echo "MIRAGE: unbind bus-master=$(bus_master)"
 		echo "$dev" >/sys/bus/pci/drivers/mirage/bind
 		echo "MIRAGE: rebind rc=$?"
 		say_bound "rebind bound"

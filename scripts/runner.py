@@ -461,7 +461,8 @@ def judge(sc, text):
             # through the control socket that the next probe must refuse.
             for key, want in [
                 ("reload modprobe rc", "0"), ("reload bound", "1"), ("reload info rc", "0"),
-                ("unbind rc", "0"), ("unbind bound", "0"),
+                ("reload bus-master", "1"),
+                ("unbind rc", "0"), ("unbind bound", "0"), ("unbind bus-master", "0"),
                 ("rebind rc", "0"), ("rebind bound", "1"), ("rebind info rc", "0"),
                 ("dropped-irq bound", "0"), ("delayed-job bound", "0"), ("dma-error bound", "0"),
                 ("recovered bind rc", "0"), ("recovered bound", "1"), ("recovered info rc", "0"),

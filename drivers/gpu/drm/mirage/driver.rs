@@ -199,6 +199,8 @@ impl pci::Driver for MirageDriver {
         if let Err(e) = reset::quiesce(&this.bar) {
             dev_err!(pdev, "cannot quiesce the device at unbind: {:?}\n", e);
         }
+        // The PCI core leaves bus mastering on after remove.
+        pdev.clear_master();
     }
 }
 
