@@ -41,6 +41,14 @@ fn driver_consts() -> HashMap<String, u64> {
         .collect()
 }
 
+/// The value of the driver's constant `name`; a missing one fails the test.
+fn driver_const(consts: &HashMap<String, u64>, name: &str) -> u64 {
+    consts
+        .get(name)
+        .copied()
+        .unwrap_or_else(|| panic!("const {name}"))
+}
+
 /// Every `NAME(u32) @ OFFSET {` and `NAME(u32)[N, stride = S] @ OFFSET {` declaration, and
 /// every `irq_register!` use (`NAME @ OFFSET`).
 fn driver_regs() -> Vec<DriverReg> {
@@ -167,12 +175,7 @@ fn the_parser_sees_the_whole_driver_map() {
 #[test]
 fn every_driver_register_is_the_devices() {
     let consts = driver_consts();
-    let c = |n: &str| {
-        consts
-            .get(n)
-            .copied()
-            .unwrap_or_else(|| panic!("const {n}"))
-    };
+    let c = |n: &str| driver_const(&consts, n);
     let resolve = |s: &str| parse_num(s).unwrap_or_else(|| c(s));
     let fixed = device_fixed();
     let relative = device_relative();
@@ -264,12 +267,7 @@ fn interrupt_bits_and_command_codes_agree() {
     assert_bool_fields("macro_rules! irq_register", "\n}\n", &want);
 
     let consts = driver_consts();
-    let c = |n: &str| {
-        consts
-            .get(n)
-            .copied()
-            .unwrap_or_else(|| panic!("const {n}"))
-    };
+    let c = |n: &str| driver_const(&consts, n);
     assert_eq!(c("GPU_CMD_SOFT_RESET"), u64::from(dev::GPU_CMD_SOFT_RESET));
     assert_eq!(c("AS_CMD_UPDATE"), u64::from(dev::AS_CMD_UPDATE));
     assert_eq!(c("Q_CMD_RESET"), u64::from(dev::Q_CMD_RESET));

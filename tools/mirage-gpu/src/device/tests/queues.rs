@@ -135,32 +135,23 @@ fn queue_registers_are_latched_while_enabled_and_per_job() {
     r.setup_as(1, TRANSCFG_ENABLE);
     r.setup_queue(0, 0, 16);
     let qr = |reg| queue_reg(0, reg);
-    let before: Vec<u32> = [
+    let latched = [
         Q_RING_BASE_LO,
         Q_RING_BASE_HI,
         Q_RING_SIZE,
         Q_AS,
         Q_COMPLETION_LO,
         Q_COMPLETION_HI,
-    ]
-    .iter()
-    .map(|&reg| {
-        let v = r.rd(qr(reg));
-        r.wr(qr(reg), 0x40);
-        v
-    })
-    .collect();
-    let after: Vec<u32> = [
-        Q_RING_BASE_LO,
-        Q_RING_BASE_HI,
-        Q_RING_SIZE,
-        Q_AS,
-        Q_COMPLETION_LO,
-        Q_COMPLETION_HI,
-    ]
-    .iter()
-    .map(|&reg| r.rd(qr(reg)))
-    .collect();
+    ];
+    let before: Vec<u32> = latched
+        .iter()
+        .map(|&reg| {
+            let v = r.rd(qr(reg));
+            r.wr(qr(reg), 0x40);
+            v
+        })
+        .collect();
+    let after: Vec<u32> = latched.iter().map(|&reg| r.rd(qr(reg))).collect();
     assert_eq!(after, before, "writes while ENABLE is set are ignored");
     // A job keeps the AS and COMPLETION it started with, even across a
     // disable, reprogram and enable while it waits.
