@@ -13,7 +13,7 @@ kmake rustdoc >"$out" 2>&1 || rc=$?
 cat "$out"
 [ $rc = 0 ] || die "make rustdoc failed"
 # Upstream's own docs may warn; the overlay's must not.
-overlay_rust=$(grep -E '^rust/' "$KSRC/.mirage-overlay" | sed 's/[.]/[.]/g' | paste -sd'|' || true)
+overlay_rust=$(overlay_rust_regex)
 if [ -n "$overlay_rust" ] && grep -A6 -E '^(warning|error)' "$out" | grep -qE "$overlay_rust"; then
 	die "rustdoc warns about the overlay's Rust; see above"
 fi

@@ -144,7 +144,7 @@ fi
 # modpost's name it on the same line. Matching blocks are printed.
 # The overlay's files under rust/ (abstractions and helpers) are mirage's
 # own code too.
-overlay_rust=$(grep -E '^rust/' "$MANIFEST" | sed 's/[.]/[.]/g' | paste -sd'|' || true)
+overlay_rust=$(overlay_rust_regex)
 mirage_warnings() {
 	awk -v re="drivers/gpu/drm/mirage/${overlay_rust:+|$overlay_rust}" '
 	function flush() { if (hit) { printf "%s", buf; found = 1 } buf = ""; hit = 0; inblk = 0 }

@@ -109,6 +109,13 @@ in_chroot() {
 		LANG=C.UTF-8 TERM=dumb "$@"
 }
 
+# The overlay's files under rust/ (abstractions, helpers) as an extended
+# regex of their paths, from the manifest kernel.sh keeps in the tree; empty
+# when there are none. Their warnings are mirage's, not upstream's.
+overlay_rust_regex() {
+	grep -E '^rust/' "$KSRC/.mirage-overlay" 2>/dev/null | sed 's/[.]/[.]/g' | paste -sd'|' || true
+}
+
 # CLIPPY=1 always: the kernel crate is built one way only, so linting the
 # driver never rebuilds it (switching costs about 2 min each way).
 kmake() {
