@@ -56,7 +56,7 @@ REQUIRED_SUITES = ("mirage_uapi_get_param", "mirage_guest", "rust_dma_fence", "r
                    "rust_dma_fence_callback")
 # The guest asks the runner for one control-socket command with this line and
 # reads "<n> <reply>" back on its console.
-CONTROL_REQUEST = re.compile(r"^MIRAGE: control-request (\d+) (.+)$")
+CONTROL_REQUEST = re.compile(r"^control-request (\d+) (.+)$")
 
 
 def log(msg):
@@ -308,6 +308,8 @@ class Control:
         self.qemu = qemu
         self.logfile = logfile
         self.served = 0
+        # How much of the serial log was read: each poll reads only what is new.
+        self.pos = 0
 
     def ask(self, cmd):
         import socket
@@ -324,8 +326,14 @@ class Control:
         return reply.decode(errors="replace").strip() or "error no reply"
 
     def serve(self, serial):
-        for l in strip(serial.read_text(errors="replace")):
-            m = CONTROL_REQUEST.match(KMSG_TAIL.sub("", l[max(l.find("MIRAGE: "), 0):]))
+        with open(serial, "rb") as f:
+            f.seek(self.pos)
+            new = f.read()
+        # A line still being written is read again, whole, at the next poll.
+        end = new.rfind(b"\n") + 1
+        self.pos += end
+        for l in strip(new[:end].decode(errors="replace")):
+            m = CONTROL_REQUEST.match(marker_text(l) or "")
             if not m or int(m.group(1)) <= self.served:
                 continue
             n, cmd = int(m.group(1)), m.group(2).strip()
@@ -422,14 +430,20 @@ def parse_ktap(lines):
 KMSG_TAIL = re.compile(r"\[\s*\d+\.\d+\].*$")
 
 
+def marker_text(line):
+    """What follows "MIRAGE: " on a console line, without a kernel message
+    that landed in it; None if the line has no marker."""
+    at = line.find("MIRAGE: ")
+    if at < 0:
+        return None
+    return KMSG_TAIL.sub("", line[at + len("MIRAGE: "):])
+
+
 def markers(lines):
     m = {}
     for l in lines:
-        at = l.find("MIRAGE: ")
-        if at < 0:
-            continue
-        l = KMSG_TAIL.sub("", l[at + len("MIRAGE: "):])
-        if "=" in l:
+        l = marker_text(l)
+        if l is not None and "=" in l:
             k, v = l.split("=", 1)
             m[k.strip()] = v.strip()
     return m

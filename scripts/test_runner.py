@@ -5,7 +5,11 @@ scripts/), one result per test. A runner that misparses the log would turn a
 broken guest green, so the patterns are checked against real report lines.
 """
 
+import io
+import tempfile
+import types
 import unittest
+from pathlib import Path
 
 import runner
 
@@ -123,6 +127,26 @@ class MarkerTest(unittest.TestCase):
         self.assertEqual(m["recovered bind rc"], "0")
         self.assertEqual(m["dma-error bound"], "0")
         self.assertEqual(m["control 4 (inject-dma-error) reply"], "ok")
+
+
+class ControlTest(unittest.TestCase):
+    def test_each_request_is_answered_once_even_when_read_in_pieces(self):
+        stdin = io.BytesIO()
+        qemu = types.SimpleNamespace(p=types.SimpleNamespace(stdin=stdin))
+        with tempfile.TemporaryDirectory() as d:
+            serial = Path(d) / "serial.log"
+            c = runner.Control(Path(d) / "control.sock", qemu, Path(d) / "control.log")
+            asked = []
+            c.ask = lambda cmd: asked.append(cmd) or "ok"
+            serial.write_bytes(b"[    1.0] boot\nMIRAGE: control-request 1 drop-")
+            c.serve(serial)
+            self.assertEqual(asked, [])
+            with open(serial, "ab") as f:
+                f.write(b"irqs 1\n[    2.0] x\nMIRAGE: control-request 2 delay 0 0\n")
+            c.serve(serial)
+            c.serve(serial)
+            self.assertEqual(asked, ["drop-irqs 1", "delay 0 0"])
+            self.assertEqual(stdin.getvalue(), b"1 ok\n2 ok\n")
 
 
 class JudgeTest(unittest.TestCase):
