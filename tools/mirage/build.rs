@@ -2,8 +2,9 @@
 //! `uapi` module's test compares the Rust mirror with what a C compiler makes
 //! of the header itself, not with numbers copied by hand.
 //!
-//! The header is read here to list every `struct drm_mirage_*` field and
-//! every `DRM_MIRAGE_*` / `DRM_IOCTL_MIRAGE_*` constant; the probe records
+//! `build/uapi_header.rs` reads the header to list every `struct
+//! drm_mirage_*` member (those of anonymous unions included) and every
+//! `DRM_MIRAGE_*` / `DRM_IOCTL_MIRAGE_*` constant; the probe records
 //! their sizes, offsets and values in the table `mirage_probe`. A field or
 //! constant added to the header without its Rust mirror fails the test, too.
 //!
@@ -13,6 +14,9 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+#[path = "build/uapi_header.rs"]
+mod uapi_header;
 
 /// What the probe records from `drm.h` itself: the parts of it that
 /// `uapi.rs` mirrors. `drm.h` is not parsed, so these are listed here.
@@ -31,6 +35,7 @@ const DRM_H_STRUCTS: &[(&str, &[&str])] = &[
             "desc",
         ],
     ),
+    ("drm_gem_close", &["handle", "pad"]),
     ("drm_syncobj_create", &["handle", "flags"]),
     ("drm_syncobj_destroy", &["handle", "pad"]),
     ("drm_syncobj_array", &["handles", "count_handles", "pad"]),
@@ -55,6 +60,7 @@ const DRM_H_STRUCTS: &[(&str, &[&str])] = &[
 const DRM_H_CONSTS: &[&str] = &[
     "DRM_COMMAND_BASE",
     "DRM_IOCTL_VERSION",
+    "DRM_IOCTL_GEM_CLOSE",
     "DRM_SYNCOBJ_CREATE_SIGNALED",
     "DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL",
     "DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT",
@@ -72,6 +78,7 @@ fn main() {
     let header = manifest.join("../../include/uapi/drm/mirage_drm.h");
     let header = header.canonicalize().unwrap_or(header);
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build/uapi_header.rs");
     println!("cargo:rerun-if-changed={}", header.display());
     println!("cargo:rerun-if-env-changed=MIRAGE_DRM_INCLUDE");
     println!("cargo:rerun-if-env-changed=MIRAGE_CACHE");
@@ -95,7 +102,7 @@ fn build_probe(header: &Path) -> Result<(), String> {
         includes[0].join("drm.h").display()
     );
 
-    let parsed = parse_header(&strip_comments(&text))?;
+    let parsed = uapi_header::parse_header(&uapi_header::strip_comments(&text))?;
     let mut entries = Vec::new();
     let mut structs: Vec<(String, Vec<String>)> = DRM_H_STRUCTS
         .iter()
@@ -194,89 +201,4 @@ fn find_drm_h() -> Result<Vec<PathBuf>, String> {
                     .join(", ")
             )
         })
-}
-
-fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    loop {
-        let block = rest.find("/*");
-        let line = rest.find("//");
-        match (block, line) {
-            (Some(b), l) if l.is_none_or(|l| b < l) => {
-                out.push_str(&rest[..b]);
-                out.push(' ');
-                rest = rest[b + 2..]
-                    .find("*/")
-                    .map_or("", |e| &rest[b + 2 + e + 2..]);
-            }
-            (_, Some(l)) => {
-                out.push_str(&rest[..l]);
-                rest = rest[l..].find('\n').map_or("", |e| &rest[l + e..]);
-            }
-            (None, None) => {
-                out.push_str(rest);
-                return out;
-            }
-            (Some(_), None) => unreachable!(),
-        }
-    }
-}
-
-struct Parsed {
-    /// `struct drm_mirage_*` names with their field names, in order.
-    structs: Vec<(String, Vec<String>)>,
-    /// Every `DRM_MIRAGE_*` and `DRM_IOCTL_MIRAGE_*` identifier.
-    consts: Vec<String>,
-}
-
-fn is_ident(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-fn parse_header(text: &str) -> Result<Parsed, String> {
-    let mut consts: Vec<String> = Vec::new();
-    for word in text.split(|c: char| !is_ident(c)) {
-        if (word.starts_with("DRM_MIRAGE_") || word.starts_with("DRM_IOCTL_MIRAGE_"))
-            && !consts.iter().any(|c| c == word)
-        {
-            consts.push(word.to_string());
-        }
-    }
-
-    let mut structs = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("struct drm_mirage_") {
-        let after = &rest[at + "struct ".len()..];
-        let name_len = after.find(|c: char| !is_ident(c)).unwrap_or(after.len());
-        let name = &after[..name_len];
-        let tail = after[name_len..].trim_start();
-        rest = &after[name_len..];
-        // Only definitions: `struct drm_mirage_x {`; uses are skipped.
-        let Some(body) = tail.strip_prefix('{') else {
-            continue;
-        };
-        let end = body
-            .find('}')
-            .ok_or_else(|| format!("struct {name}: no closing brace"))?;
-        let body = &body[..end];
-        if body.contains('{') {
-            return Err(format!(
-                "struct {name} has a nested struct or union: teach tools/mirage/build.rs to probe it"
-            ));
-        }
-        let mut fields = Vec::new();
-        for decl in body.split(';').map(str::trim).filter(|d| !d.is_empty()) {
-            let decl = decl.split('[').next().unwrap().trim_end();
-            let field = decl
-                .rsplit(|c: char| !is_ident(c))
-                .next()
-                .filter(|f| !f.is_empty() && decl.len() > f.len())
-                .ok_or_else(|| format!("struct {name}: cannot parse member `{decl}`"))?;
-            fields.push(field.to_string());
-        }
-        structs.push((name.to_string(), fields));
-        rest = &body[end..];
-    }
-    Ok(Parsed { structs, consts })
 }

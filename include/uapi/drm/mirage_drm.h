@@ -17,10 +17,27 @@ extern "C" {
  * mirage is a virtual GPU for testing the DRM GPU-VM stack. Its uAPI
  * follows xe's shapes: every struct starts with an @extensions chain
  * (none are defined yet, so it must be zero), and every pad and reserved
- * field must be zero, or the ioctl fails with -EINVAL.
+ * field must be zero, or the ioctl fails with -EINVAL. Every struct's size
+ * is a multiple of 8 bytes, so its layout is the same on 32- and 64-bit
+ * userspace.
+ *
+ * Errors common to every ioctl: a handle, VM id or exec-queue id that does
+ * not name a live object of the calling file fails with -ENOENT; an unknown
+ * flag, op, class or parameter, and a misaligned or out-of-range address or
+ * size, fail with -EINVAL.
  */
 
 #define DRM_MIRAGE_GET_PARAM		0x00
+#define DRM_MIRAGE_GEM_CREATE		0x01
+#define DRM_MIRAGE_GEM_MMAP_OFFSET	0x02
+#define DRM_MIRAGE_VM_CREATE		0x03
+#define DRM_MIRAGE_VM_DESTROY		0x04
+#define DRM_MIRAGE_VM_BIND		0x05
+#define DRM_MIRAGE_EXEC_QUEUE_CREATE	0x06
+#define DRM_MIRAGE_EXEC_QUEUE_DESTROY	0x07
+#define DRM_MIRAGE_EXEC			0x08
+#define DRM_MIRAGE_VM_GET_STATE		0x09
+/* Numbers 0x0a (MADVISE) and 0x0b (VM_QUERY_MEM_RANGE_ATTRS) are taken. */
 
 /**
  * enum drm_mirage_param - parameters readable with DRM_IOCTL_MIRAGE_GET_PARAM
@@ -85,10 +102,472 @@ struct drm_mirage_get_param {
 	__u64 reserved[2];
 };
 
+/**
+ * DOC: GEM objects
+ *
+ * Buffer objects live in system memory (shmem) and are mapped into a VM with
+ * DRM_IOCTL_MIRAGE_VM_BIND. A BO created with a nonzero @vm_id is private to
+ * that VM: it shares the VM's reservation object (as xe's VM-private BOs do),
+ * so EXEC need not lock it separately; it can be bound only in that VM and
+ * cannot be exported.
+ */
+
+/** DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM: place the BO in system memory (shmem). */
+#define DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM	(1 << 0)
+/**
+ * DRM_MIRAGE_GEM_CREATE_FLAG_VRAM: place the BO in device memory. Reserved:
+ * rejected with -EINVAL until VRAM placement is supported.
+ */
+#define DRM_MIRAGE_GEM_CREATE_FLAG_VRAM		(1 << 1)
+
+/**
+ * struct drm_mirage_gem_create - argument of DRM_IOCTL_MIRAGE_GEM_CREATE
+ *
+ * @flags must hold exactly one placement, and only SYSTEM is supported.
+ * @size must be a nonzero multiple of 4 KiB.
+ */
+struct drm_mirage_gem_create {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @size: size of the BO in bytes. */
+	__u64 size;
+
+	/** @flags: DRM_MIRAGE_GEM_CREATE_FLAG_*. */
+	__u32 flags;
+
+	/**
+	 * @vm_id: 0, or the VM the BO is private to (it then shares that
+	 * VM's reservation object).
+	 */
+	__u32 vm_id;
+
+	/** @handle: output: the new BO's handle. */
+	__u32 handle;
+
+	/** @pad: must be zero. */
+	__u32 pad;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * struct drm_mirage_gem_mmap_offset - argument of
+ * DRM_IOCTL_MIRAGE_GEM_MMAP_OFFSET
+ *
+ * Returns the fake offset to mmap() the BO at through the DRM file.
+ */
+struct drm_mirage_gem_mmap_offset {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @handle: the BO. */
+	__u32 handle;
+
+	/** @flags: none are defined; must be zero. */
+	__u32 flags;
+
+	/** @offset: output: the offset to pass to mmap(). */
+	__u64 offset;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * DOC: VMs
+ *
+ * A VM is a GPU virtual address space, private to the DRM file that created
+ * it. Destroying a VM (or closing the file) while it has mappings or running
+ * jobs is allowed: the jobs finish, then everything is torn down.
+ */
+
+/**
+ * struct drm_mirage_vm_create - argument of DRM_IOCTL_MIRAGE_VM_CREATE
+ */
+struct drm_mirage_vm_create {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @flags: none are defined yet; must be zero. */
+	__u32 flags;
+
+	/** @vm_id: output: the new VM's id (never 0). */
+	__u32 vm_id;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * struct drm_mirage_vm_destroy - argument of DRM_IOCTL_MIRAGE_VM_DESTROY
+ */
+struct drm_mirage_vm_destroy {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @vm_id: the VM to destroy. */
+	__u32 vm_id;
+
+	/** @pad: must be zero. */
+	__u32 pad;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * enum drm_mirage_pat - memory attributes of a mapping (@pat_index)
+ *
+ * @DRM_MIRAGE_PAT_WB: normal memory, write-back cacheable (the MEMATTR byte
+ *	0xff): GPU atomics on system memory are allowed.
+ * @DRM_MIRAGE_PAT_UC: normal memory, non-cacheable: GPU atomics on system
+ *	memory fault with MEMORY_ATTRIBUTE.
+ */
+enum drm_mirage_pat {
+	DRM_MIRAGE_PAT_WB = 0,
+	DRM_MIRAGE_PAT_UC = 1,
+};
+
+/* VM_BIND ops. 2 (MAP_USERPTR) and 4 (PREFETCH) are reserved, as in xe. */
+#define DRM_MIRAGE_VM_BIND_OP_MAP		0x0
+#define DRM_MIRAGE_VM_BIND_OP_UNMAP		0x1
+#define DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL		0x3
+
+/* VM_BIND op flags; xe's bit numbers where xe has the flag. */
+#define DRM_MIRAGE_VM_BIND_FLAG_READONLY	(1 << 0)
+#define DRM_MIRAGE_VM_BIND_FLAG_NOEXEC		(1 << 16)
+
+/**
+ * struct drm_mirage_vm_bind_op - one operation of DRM_IOCTL_MIRAGE_VM_BIND
+ *
+ * Ops:
+ *
+ * - MAP maps [@obj_offset, @obj_offset + @range) of BO @obj at
+ *   [@addr, @addr + @range). Whatever was mapped there before is unmapped
+ *   first (mmap semantics). Flags READONLY and NOEXEC apply.
+ * - UNMAP unmaps [@addr, @addr + @range); parts of mappings outside it stay.
+ *   @obj, @obj_offset, @pat_index and @flags must be zero.
+ * - UNMAP_ALL unmaps every mapping of BO @obj in the VM. @addr, @range,
+ *   @obj_offset, @pat_index and @flags must be zero.
+ *
+ * For MAP and UNMAP, @addr, @range and @obj_offset must be 4 KiB aligned,
+ * @range nonzero and the range below 2^DRM_MIRAGE_PARAM_VA_BITS; a MAP's
+ * range must also lie inside the BO.
+ */
+struct drm_mirage_vm_bind_op {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @obj: GEM handle of the BO for MAP and UNMAP_ALL, else 0. */
+	__u32 obj;
+
+	/** @pat_index: &enum drm_mirage_pat of a MAP, else 0. */
+	__u16 pat_index;
+
+	/** @pad: must be zero. */
+	__u16 pad;
+
+	union {
+		/** @obj_offset: offset into the BO of a MAP. */
+		__u64 obj_offset;
+
+		/** @userptr: reserved for MAP_USERPTR. */
+		__u64 userptr;
+
+		/** @cpu_addr_mirror_offset: reserved; must be zero. */
+		__s64 cpu_addr_mirror_offset;
+	};
+
+	/** @range: length in bytes. */
+	__u64 range;
+
+	/** @addr: GPU virtual address. */
+	__u64 addr;
+
+	/** @op: DRM_MIRAGE_VM_BIND_OP_*. */
+	__u32 op;
+
+	/** @flags: DRM_MIRAGE_VM_BIND_FLAG_*. */
+	__u32 flags;
+
+	/** @prefetch_mem_region_instance: reserved for PREFETCH; must be zero. */
+	__u32 prefetch_mem_region_instance;
+
+	/** @pad2: must be zero. */
+	__u32 pad2;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[3];
+};
+
+/** DRM_MIRAGE_SYNC_TYPE_SYNCOBJ: a binary syncobj. */
+#define DRM_MIRAGE_SYNC_TYPE_SYNCOBJ		0x0
+/** DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ: a point of a timeline syncobj. */
+#define DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ	0x1
+
+/** DRM_MIRAGE_SYNC_FLAG_SIGNAL: signal the syncobj; without it, wait on it. */
+#define DRM_MIRAGE_SYNC_FLAG_SIGNAL		(1 << 0)
+
+/**
+ * struct drm_mirage_sync - an in- or out-fence of VM_BIND and EXEC
+ *
+ * A wait entry names a syncobj (or a point of a timeline syncobj) that must
+ * hold a fence: one that has none fails with -EINVAL, as
+ * drm_syncobj_find_fence() does. A signal entry receives the operation's
+ * fence: binary syncobjs have it replaced, timeline syncobjs get it as a new
+ * point @timeline_value (which must be nonzero). @timeline_value must be zero
+ * for binary syncobjs.
+ */
+struct drm_mirage_sync {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @type: DRM_MIRAGE_SYNC_TYPE_*. */
+	__u32 type;
+
+	/** @flags: DRM_MIRAGE_SYNC_FLAG_*. */
+	__u32 flags;
+
+	/** @handle: the syncobj. */
+	__u32 handle;
+
+	/** @pad: must be zero. */
+	__u32 pad;
+
+	/** @timeline_value: the point of a timeline syncobj. */
+	__u64 timeline_value;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/** DRM_MIRAGE_MAX_BIND_OPS: the largest @num_binds VM_BIND accepts. */
+#define DRM_MIRAGE_MAX_BIND_OPS			1024
+/** DRM_MIRAGE_MAX_SYNCS: the largest @num_syncs VM_BIND and EXEC accept. */
+#define DRM_MIRAGE_MAX_SYNCS			64
+
+/**
+ * struct drm_mirage_vm_bind - argument of DRM_IOCTL_MIRAGE_VM_BIND
+ *
+ * Executes @num_binds ops in order, after the wait entries of @syncs have
+ * signalled, then signals the signal entries. Binds are synchronous for
+ * now: @exec_queue_id must be 0 and the ioctl returns when the ops are done
+ * (and the GPU's TLB no longer holds what they removed).
+ *
+ * Either every op is done or none is: all ops are checked, and all memory
+ * they need is reserved, before the first one changes the VM. More than
+ * DRM_MIRAGE_MAX_BIND_OPS ops fail with -ENOBUFS. An interrupted wait
+ * (-EINTR) leaves the VM unchanged.
+ */
+struct drm_mirage_vm_bind {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @vm_id: the VM. */
+	__u32 vm_id;
+
+	/** @exec_queue_id: bind queue; 0 is the VM's default one. */
+	__u32 exec_queue_id;
+
+	/** @pad: must be zero. */
+	__u32 pad;
+
+	/** @num_binds: number of ops, at least 1. */
+	__u32 num_binds;
+
+	union {
+		/** @bind: the op when @num_binds is 1. */
+		struct drm_mirage_vm_bind_op bind;
+
+		/**
+		 * @vector_of_binds: user pointer to an array of @num_binds
+		 * &struct drm_mirage_vm_bind_op when @num_binds > 1.
+		 */
+		__u64 vector_of_binds;
+	};
+
+	/** @pad2: must be zero. */
+	__u32 pad2;
+
+	/** @num_syncs: number of entries at @syncs. */
+	__u32 num_syncs;
+
+	/** @syncs: user pointer to an array of &struct drm_mirage_sync. */
+	__u64 syncs;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * enum drm_mirage_engine_class - class of an exec queue
+ *
+ * @DRM_MIRAGE_ENGINE_CLASS_COMPUTE: runs command buffers (EXEC).
+ * @DRM_MIRAGE_ENGINE_CLASS_VM_BIND: runs binds; reserved, -EINVAL for now.
+ */
+enum drm_mirage_engine_class {
+	DRM_MIRAGE_ENGINE_CLASS_COMPUTE = 0,
+	DRM_MIRAGE_ENGINE_CLASS_VM_BIND = 1,
+};
+
+/**
+ * enum drm_mirage_exec_queue_priority - priority of an exec queue
+ *
+ * When more exec queues have jobs ready than the device has queues, a
+ * higher-priority one gets the next free device queue first. HIGH needs
+ * CAP_SYS_NICE (-EPERM without it).
+ */
+enum drm_mirage_exec_queue_priority {
+	DRM_MIRAGE_EXEC_QUEUE_PRIORITY_LOW = 0,
+	DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL = 1,
+	DRM_MIRAGE_EXEC_QUEUE_PRIORITY_HIGH = 2,
+};
+
+/**
+ * struct drm_mirage_exec_queue_create - argument of
+ * DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE
+ *
+ * Jobs of one exec queue run one after another, in submission order, in the
+ * address space of VM @vm_id.
+ */
+struct drm_mirage_exec_queue_create {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @vm_id: the VM the queue's jobs run in. */
+	__u32 vm_id;
+
+	/** @class: &enum drm_mirage_engine_class. */
+	__u32 class;
+
+	/** @flags: none are defined; must be zero. */
+	__u32 flags;
+
+	/** @priority: &enum drm_mirage_exec_queue_priority. */
+	__u32 priority;
+
+	/** @exec_queue_id: output: the new queue's id (never 0). */
+	__u32 exec_queue_id;
+
+	/** @pad: must be zero. */
+	__u32 pad;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * struct drm_mirage_exec_queue_destroy - argument of
+ * DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY
+ *
+ * Jobs already submitted still run; their fences signal.
+ */
+struct drm_mirage_exec_queue_destroy {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @exec_queue_id: the queue to destroy. */
+	__u32 exec_queue_id;
+
+	/** @pad: must be zero. */
+	__u32 pad;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * struct drm_mirage_exec - argument of DRM_IOCTL_MIRAGE_EXEC
+ *
+ * Submits one job: the command buffer at GPU virtual address @address,
+ * @length bytes (a nonzero multiple of 8, at most 2^32 - 8), runs in the
+ * queue's VM after the wait entries of @syncs have signalled and after the
+ * implicit fences of the VM's external BOs. Its fence is added to the VM's
+ * reservation object and to every external BO, and given to the signal
+ * entries. The fence's error is -EIO if the job faulted, -ETIME if it ran
+ * past the timeout (the exec queue is then banned: later EXECs fail with
+ * -ECANCELED).
+ */
+struct drm_mirage_exec {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @exec_queue_id: an exec queue of class COMPUTE. */
+	__u32 exec_queue_id;
+
+	/** @num_syncs: number of entries at @syncs. */
+	__u32 num_syncs;
+
+	/** @syncs: user pointer to an array of &struct drm_mirage_sync. */
+	__u64 syncs;
+
+	/** @address: GPU virtual address of the command buffer. */
+	__u64 address;
+
+	/** @length: length of the command buffer in bytes. */
+	__u64 length;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * enum drm_mirage_vm_state - state of a VM (DRM_IOCTL_MIRAGE_VM_GET_STATE)
+ *
+ * @DRM_MIRAGE_VM_STATE_USABLE: the VM works.
+ * @DRM_MIRAGE_VM_STATE_UNUSABLE: an operation on the VM failed after its
+ *	ioctl had returned; MAPs and EXECs fail with -ENOENT, UNMAPs still
+ *	work, and the VM must be destroyed and created again.
+ */
+enum drm_mirage_vm_state {
+	DRM_MIRAGE_VM_STATE_USABLE = 0,
+	DRM_MIRAGE_VM_STATE_UNUSABLE = 1,
+};
+
+/**
+ * struct drm_mirage_vm_get_state - argument of DRM_IOCTL_MIRAGE_VM_GET_STATE
+ */
+struct drm_mirage_vm_get_state {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @vm_id: the VM. */
+	__u32 vm_id;
+
+	/** @state: output: &enum drm_mirage_vm_state. */
+	__u32 state;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
 /* An enum rather than #defines, so that Rust bindgen can resolve them. */
 enum {
 	DRM_IOCTL_MIRAGE_GET_PARAM = DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_GET_PARAM,
 					      struct drm_mirage_get_param),
+	DRM_IOCTL_MIRAGE_GEM_CREATE = DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_GEM_CREATE,
+					       struct drm_mirage_gem_create),
+	DRM_IOCTL_MIRAGE_GEM_MMAP_OFFSET =
+		DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_GEM_MMAP_OFFSET,
+			 struct drm_mirage_gem_mmap_offset),
+	DRM_IOCTL_MIRAGE_VM_CREATE = DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_VM_CREATE,
+					      struct drm_mirage_vm_create),
+	DRM_IOCTL_MIRAGE_VM_DESTROY = DRM_IOW(DRM_COMMAND_BASE + DRM_MIRAGE_VM_DESTROY,
+					      struct drm_mirage_vm_destroy),
+	DRM_IOCTL_MIRAGE_VM_BIND = DRM_IOW(DRM_COMMAND_BASE + DRM_MIRAGE_VM_BIND,
+					   struct drm_mirage_vm_bind),
+	DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE =
+		DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_EXEC_QUEUE_CREATE,
+			 struct drm_mirage_exec_queue_create),
+	DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY =
+		DRM_IOW(DRM_COMMAND_BASE + DRM_MIRAGE_EXEC_QUEUE_DESTROY,
+			struct drm_mirage_exec_queue_destroy),
+	DRM_IOCTL_MIRAGE_EXEC = DRM_IOW(DRM_COMMAND_BASE + DRM_MIRAGE_EXEC,
+					struct drm_mirage_exec),
+	DRM_IOCTL_MIRAGE_VM_GET_STATE = DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_VM_GET_STATE,
+						 struct drm_mirage_vm_get_state),
 };
 
 #if defined(__cplusplus)

@@ -3,6 +3,11 @@
 
 pub mod uapi;
 
+// build.rs's header parser, here for its unit tests.
+#[cfg(test)]
+#[path = "../build/uapi_header.rs"]
+mod uapi_header;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;

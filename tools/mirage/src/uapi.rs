@@ -1,12 +1,36 @@
 //! Mirror of `include/uapi/drm/mirage_drm.h` and the bits of `drm.h` used.
 //!
 //! The test at the bottom checks every size, offset and constant here
-//! against a C compiler's view of the header (see `build.rs`).
+//! against a C compiler's view of the header (see `build.rs`). The header's
+//! documentation is not repeated: it says what each field means.
 
+use std::fmt;
 use std::mem::size_of;
 
+/// `DRM_IOW()`: a request the kernel only reads.
+const fn drm_iow(nr: u64, size: usize) -> u64 {
+    // The kernel's request is an unsigned int; `as u32` keeps it so where
+    // nix's type is signed (musl), and `as u64` is what `crate::ioctl` takes.
+    nix::request_code_write!(b'd', nr, size) as u32 as u64
+}
+
+/// `DRM_IOWR()`: a request the kernel reads and writes back.
+const fn drm_iowr(nr: u64, size: usize) -> u64 {
+    nix::request_code_readwrite!(b'd', nr, size) as u32 as u64
+}
+
 pub const DRM_COMMAND_BASE: u64 = 0x40;
+
 pub const DRM_MIRAGE_GET_PARAM: u64 = 0x00;
+pub const DRM_MIRAGE_GEM_CREATE: u64 = 0x01;
+pub const DRM_MIRAGE_GEM_MMAP_OFFSET: u64 = 0x02;
+pub const DRM_MIRAGE_VM_CREATE: u64 = 0x03;
+pub const DRM_MIRAGE_VM_DESTROY: u64 = 0x04;
+pub const DRM_MIRAGE_VM_BIND: u64 = 0x05;
+pub const DRM_MIRAGE_EXEC_QUEUE_CREATE: u64 = 0x06;
+pub const DRM_MIRAGE_EXEC_QUEUE_DESTROY: u64 = 0x07;
+pub const DRM_MIRAGE_EXEC: u64 = 0x08;
+pub const DRM_MIRAGE_VM_GET_STATE: u64 = 0x09;
 
 pub const DRM_MIRAGE_PARAM_DEVICE_ID: u32 = 0;
 pub const DRM_MIRAGE_PARAM_HW_VERSION: u32 = 1;
@@ -29,13 +53,283 @@ pub struct DrmMirageGetParam {
     pub reserved: [u64; 2],
 }
 
-// The kernel's request is an unsigned int; `as u32` keeps it so where nix's
-// type is signed (musl), and `as u64` is what `crate::ioctl` takes.
-pub const DRM_IOCTL_MIRAGE_GET_PARAM: u64 = nix::request_code_readwrite!(
-    b'd',
+pub const DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM: u32 = 1 << 0;
+pub const DRM_MIRAGE_GEM_CREATE_FLAG_VRAM: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageGemCreate {
+    pub extensions: u64,
+    pub size: u64,
+    pub flags: u32,
+    pub vm_id: u32,
+    pub handle: u32,
+    pub pad: u32,
+    pub reserved: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageGemMmapOffset {
+    pub extensions: u64,
+    pub handle: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub reserved: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageVmCreate {
+    pub extensions: u64,
+    pub flags: u32,
+    pub vm_id: u32,
+    pub reserved: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageVmDestroy {
+    pub extensions: u64,
+    pub vm_id: u32,
+    pub pad: u32,
+    pub reserved: [u64; 2],
+}
+
+pub const DRM_MIRAGE_PAT_WB: u16 = 0;
+pub const DRM_MIRAGE_PAT_UC: u16 = 1;
+
+pub const DRM_MIRAGE_VM_BIND_OP_MAP: u32 = 0x0;
+pub const DRM_MIRAGE_VM_BIND_OP_UNMAP: u32 = 0x1;
+pub const DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL: u32 = 0x3;
+
+pub const DRM_MIRAGE_VM_BIND_FLAG_READONLY: u32 = 1 << 0;
+pub const DRM_MIRAGE_VM_BIND_FLAG_NOEXEC: u32 = 1 << 16;
+
+/// `struct drm_mirage_vm_bind_op`.
+///
+/// The C struct's anonymous union is the single u64 `obj_offset`: its other
+/// members, `userptr` and `cpu_addr_mirror_offset`, are reserved and share
+/// that u64 (the layout test checks they do).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageVmBindOp {
+    pub extensions: u64,
+    pub obj: u32,
+    pub pat_index: u16,
+    pub pad: u16,
+    pub obj_offset: u64,
+    pub range: u64,
+    pub addr: u64,
+    pub op: u32,
+    pub flags: u32,
+    pub prefetch_mem_region_instance: u32,
+    pub pad2: u32,
+    pub reserved: [u64; 3],
+}
+
+pub const DRM_MIRAGE_SYNC_TYPE_SYNCOBJ: u32 = 0x0;
+pub const DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ: u32 = 0x1;
+
+pub const DRM_MIRAGE_SYNC_FLAG_SIGNAL: u32 = 1 << 0;
+
+/// `struct drm_mirage_sync`; `type_` is C's `type`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageSync {
+    pub extensions: u64,
+    pub type_: u32,
+    pub flags: u32,
+    pub handle: u32,
+    pub pad: u32,
+    pub timeline_value: u64,
+    pub reserved: [u64; 2],
+}
+
+pub const DRM_MIRAGE_MAX_BIND_OPS: u32 = 1024;
+pub const DRM_MIRAGE_MAX_SYNCS: u32 = 64;
+
+/// The anonymous union of `struct drm_mirage_vm_bind`: the op itself when
+/// `num_binds` is 1, else a user pointer to `num_binds` ops.
+///
+/// # Invariants
+///
+/// All its bytes are initialised: the constructors start from a whole
+/// [`DrmMirageVmBindOp`], and writing `vector_of_binds` changes only the
+/// first eight. That is what makes both accessors safe, and lets a caller
+/// compare and print it as a whole.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union DrmMirageVmBindOps {
+    bind: DrmMirageVmBindOp,
+    vector_of_binds: u64,
+}
+
+impl DrmMirageVmBindOps {
+    /// The union holding `op` inline (`num_binds` == 1).
+    pub fn inline(op: DrmMirageVmBindOp) -> Self {
+        Self { bind: op }
+    }
+
+    /// The union holding the user pointer `ptr` (`num_binds` > 1); the
+    /// bytes after it are zero.
+    pub fn vector(ptr: u64) -> Self {
+        let mut u = Self::default();
+        u.vector_of_binds = ptr;
+        u
+    }
+
+    /// The union's bytes as the inline op.
+    pub fn bind(&self) -> &DrmMirageVmBindOp {
+        // SAFETY: by the type invariant every byte is initialised, and any
+        // bit pattern is a valid `DrmMirageVmBindOp` (integers only).
+        unsafe { &self.bind }
+    }
+
+    /// The union's first eight bytes as the user pointer.
+    pub fn vector_of_binds(&self) -> u64 {
+        // SAFETY: by the type invariant the first eight bytes are
+        // initialised, and any bit pattern is a valid u64.
+        unsafe { self.vector_of_binds }
+    }
+}
+
+impl Default for DrmMirageVmBindOps {
+    fn default() -> Self {
+        Self::inline(DrmMirageVmBindOp::default())
+    }
+}
+
+impl PartialEq for DrmMirageVmBindOps {
+    fn eq(&self, other: &Self) -> bool {
+        // The op spans the whole union, so this compares every byte.
+        self.bind() == other.bind()
+    }
+}
+
+impl Eq for DrmMirageVmBindOps {}
+
+impl fmt::Debug for DrmMirageVmBindOps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrmMirageVmBindOps")
+            .field("bind", self.bind())
+            .field(
+                "vector_of_binds",
+                &format_args!("{:#x}", self.vector_of_binds()),
+            )
+            .finish()
+    }
+}
+
+/// `struct drm_mirage_vm_bind`; `ops` is its anonymous union.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageVmBind {
+    pub extensions: u64,
+    pub vm_id: u32,
+    pub exec_queue_id: u32,
+    pub pad: u32,
+    pub num_binds: u32,
+    pub ops: DrmMirageVmBindOps,
+    pub pad2: u32,
+    pub num_syncs: u32,
+    pub syncs: u64,
+    pub reserved: [u64; 2],
+}
+
+pub const DRM_MIRAGE_ENGINE_CLASS_COMPUTE: u32 = 0;
+pub const DRM_MIRAGE_ENGINE_CLASS_VM_BIND: u32 = 1;
+
+pub const DRM_MIRAGE_EXEC_QUEUE_PRIORITY_LOW: u32 = 0;
+pub const DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL: u32 = 1;
+pub const DRM_MIRAGE_EXEC_QUEUE_PRIORITY_HIGH: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageExecQueueCreate {
+    pub extensions: u64,
+    pub vm_id: u32,
+    pub class: u32,
+    pub flags: u32,
+    pub priority: u32,
+    pub exec_queue_id: u32,
+    pub pad: u32,
+    pub reserved: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageExecQueueDestroy {
+    pub extensions: u64,
+    pub exec_queue_id: u32,
+    pub pad: u32,
+    pub reserved: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageExec {
+    pub extensions: u64,
+    pub exec_queue_id: u32,
+    pub num_syncs: u32,
+    pub syncs: u64,
+    pub address: u64,
+    pub length: u64,
+    pub reserved: [u64; 2],
+}
+
+pub const DRM_MIRAGE_VM_STATE_USABLE: u32 = 0;
+pub const DRM_MIRAGE_VM_STATE_UNUSABLE: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageVmGetState {
+    pub extensions: u64,
+    pub vm_id: u32,
+    pub state: u32,
+    pub reserved: [u64; 2],
+}
+
+pub const DRM_IOCTL_MIRAGE_GET_PARAM: u64 = drm_iowr(
     DRM_COMMAND_BASE + DRM_MIRAGE_GET_PARAM,
-    size_of::<DrmMirageGetParam>()
-) as u32 as u64;
+    size_of::<DrmMirageGetParam>(),
+);
+pub const DRM_IOCTL_MIRAGE_GEM_CREATE: u64 = drm_iowr(
+    DRM_COMMAND_BASE + DRM_MIRAGE_GEM_CREATE,
+    size_of::<DrmMirageGemCreate>(),
+);
+pub const DRM_IOCTL_MIRAGE_GEM_MMAP_OFFSET: u64 = drm_iowr(
+    DRM_COMMAND_BASE + DRM_MIRAGE_GEM_MMAP_OFFSET,
+    size_of::<DrmMirageGemMmapOffset>(),
+);
+pub const DRM_IOCTL_MIRAGE_VM_CREATE: u64 = drm_iowr(
+    DRM_COMMAND_BASE + DRM_MIRAGE_VM_CREATE,
+    size_of::<DrmMirageVmCreate>(),
+);
+pub const DRM_IOCTL_MIRAGE_VM_DESTROY: u64 = drm_iow(
+    DRM_COMMAND_BASE + DRM_MIRAGE_VM_DESTROY,
+    size_of::<DrmMirageVmDestroy>(),
+);
+pub const DRM_IOCTL_MIRAGE_VM_BIND: u64 = drm_iow(
+    DRM_COMMAND_BASE + DRM_MIRAGE_VM_BIND,
+    size_of::<DrmMirageVmBind>(),
+);
+pub const DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE: u64 = drm_iowr(
+    DRM_COMMAND_BASE + DRM_MIRAGE_EXEC_QUEUE_CREATE,
+    size_of::<DrmMirageExecQueueCreate>(),
+);
+pub const DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY: u64 = drm_iow(
+    DRM_COMMAND_BASE + DRM_MIRAGE_EXEC_QUEUE_DESTROY,
+    size_of::<DrmMirageExecQueueDestroy>(),
+);
+pub const DRM_IOCTL_MIRAGE_EXEC: u64 = drm_iow(
+    DRM_COMMAND_BASE + DRM_MIRAGE_EXEC,
+    size_of::<DrmMirageExec>(),
+);
+pub const DRM_IOCTL_MIRAGE_VM_GET_STATE: u64 = drm_iowr(
+    DRM_COMMAND_BASE + DRM_MIRAGE_VM_GET_STATE,
+    size_of::<DrmMirageVmGetState>(),
+);
 
 /// `struct drm_version` from `drm.h`.
 #[repr(C)]
@@ -52,8 +346,17 @@ pub struct DrmVersion {
     pub desc: *mut u8,
 }
 
-pub const DRM_IOCTL_VERSION: u64 =
-    nix::request_code_readwrite!(b'd', 0x00, size_of::<DrmVersion>()) as u32 as u64;
+pub const DRM_IOCTL_VERSION: u64 = drm_iowr(0x00, size_of::<DrmVersion>());
+
+/// `struct drm_gem_close` from `drm.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmGemClose {
+    pub handle: u32,
+    pub pad: u32,
+}
+
+pub const DRM_IOCTL_GEM_CLOSE: u64 = drm_iow(0x09, size_of::<DrmGemClose>());
 
 /// `struct drm_syncobj_create` from `drm.h`.
 #[repr(C)]
@@ -109,10 +412,6 @@ pub const DRM_SYNCOBJ_CREATE_SIGNALED: u32 = 1 << 0;
 pub const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL: u32 = 1 << 0;
 pub const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT: u32 = 1 << 1;
 
-const fn drm_iowr(nr: u64, size: usize) -> u64 {
-    nix::request_code_readwrite!(b'd', nr, size) as u32 as u64
-}
-
 pub const DRM_IOCTL_SYNCOBJ_CREATE: u64 = drm_iowr(0xbf, size_of::<DrmSyncobjCreate>());
 pub const DRM_IOCTL_SYNCOBJ_DESTROY: u64 = drm_iowr(0xc0, size_of::<DrmSyncobjDestroy>());
 pub const DRM_IOCTL_SYNCOBJ_RESET: u64 = drm_iowr(0xc4, size_of::<DrmSyncobjArray>());
@@ -128,7 +427,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn field_size<T, F>(_: impl Fn(&T) -> &F) -> usize {
+    fn value_size<T, F>(_: impl Fn(&T) -> F) -> usize {
         size_of::<F>()
     }
 
@@ -136,8 +435,15 @@ mod tests {
     /// each constant, named as the C probe names them.
     fn rust_side() -> BTreeMap<String, u64> {
         let mut m = BTreeMap::new();
+        // `layout!("c_struct", RustType { field, ... } { "c_member" =>
+        // rust.path, |s| value; ... })`: the second list names C members
+        // whose Rust mirror has another name or lies in a union, and how to
+        // read it (for its size).
         macro_rules! layout {
-            ($c:literal, $t:ty { $($f:ident),* $(,)? }) => {
+            (
+                $c:literal, $t:ty { $($f:ident),* $(,)? }
+                $({ $($cf:literal => $($p:ident).+, |$s:ident| $e:expr);* $(;)? })?
+            ) => {
                 m.insert(format!("size {}", $c), size_of::<$t>() as u64);
                 $(
                     m.insert(
@@ -146,9 +452,19 @@ mod tests {
                     );
                     m.insert(
                         format!("size {}.{}", $c, stringify!($f)),
-                        field_size(|s: &$t| &s.$f) as u64,
+                        value_size(|s: &$t| s.$f) as u64,
                     );
                 )*
+                $($(
+                    m.insert(
+                        format!("offset {}.{}", $c, $cf),
+                        std::mem::offset_of!($t, $($p).+) as u64,
+                    );
+                    m.insert(
+                        format!("size {}.{}", $c, $cf),
+                        value_size(|$s: &$t| $e) as u64,
+                    );
+                )*)?
             };
         }
         macro_rules! consts {
@@ -212,9 +528,147 @@ mod tests {
                 reserved,
             }
         );
+        layout!("drm_gem_close", DrmGemClose { handle, pad });
+        layout!(
+            "drm_mirage_gem_create",
+            DrmMirageGemCreate {
+                extensions,
+                size,
+                flags,
+                vm_id,
+                handle,
+                pad,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_gem_mmap_offset",
+            DrmMirageGemMmapOffset {
+                extensions,
+                handle,
+                flags,
+                offset,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_vm_create",
+            DrmMirageVmCreate {
+                extensions,
+                flags,
+                vm_id,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_vm_destroy",
+            DrmMirageVmDestroy {
+                extensions,
+                vm_id,
+                pad,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_vm_bind_op",
+            DrmMirageVmBindOp {
+                extensions,
+                obj,
+                pat_index,
+                pad,
+                obj_offset,
+                range,
+                addr,
+                op,
+                flags,
+                prefetch_mem_region_instance,
+                pad2,
+                reserved,
+            }
+            {
+                "userptr" => obj_offset, |s| s.obj_offset;
+                "cpu_addr_mirror_offset" => obj_offset, |s| s.obj_offset;
+            }
+        );
+        layout!(
+            "drm_mirage_sync",
+            DrmMirageSync {
+                extensions,
+                flags,
+                handle,
+                pad,
+                timeline_value,
+                reserved,
+            }
+            {
+                "type" => type_, |s| s.type_;
+            }
+        );
+        layout!(
+            "drm_mirage_vm_bind",
+            DrmMirageVmBind {
+                extensions,
+                vm_id,
+                exec_queue_id,
+                pad,
+                num_binds,
+                pad2,
+                num_syncs,
+                syncs,
+                reserved,
+            }
+            {
+                "bind" => ops.bind, |s| *s.ops.bind();
+                "vector_of_binds" => ops.vector_of_binds, |s| s.ops.vector_of_binds();
+            }
+        );
+        layout!(
+            "drm_mirage_exec_queue_create",
+            DrmMirageExecQueueCreate {
+                extensions,
+                vm_id,
+                class,
+                flags,
+                priority,
+                exec_queue_id,
+                pad,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_exec_queue_destroy",
+            DrmMirageExecQueueDestroy {
+                extensions,
+                exec_queue_id,
+                pad,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_exec",
+            DrmMirageExec {
+                extensions,
+                exec_queue_id,
+                num_syncs,
+                syncs,
+                address,
+                length,
+                reserved,
+            }
+        );
+        layout!(
+            "drm_mirage_vm_get_state",
+            DrmMirageVmGetState {
+                extensions,
+                vm_id,
+                state,
+                reserved,
+            }
+        );
         consts!(
             DRM_COMMAND_BASE,
             DRM_IOCTL_VERSION,
+            DRM_IOCTL_GEM_CLOSE,
             DRM_SYNCOBJ_CREATE_SIGNALED,
             DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL,
             DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
@@ -236,6 +690,45 @@ mod tests {
             DRM_MIRAGE_FEATURE_PAGE_FAULTS,
             DRM_MIRAGE_FEATURE_SYSMEM_ATOMICS,
             DRM_IOCTL_MIRAGE_GET_PARAM,
+            DRM_MIRAGE_GEM_CREATE,
+            DRM_MIRAGE_GEM_MMAP_OFFSET,
+            DRM_MIRAGE_VM_CREATE,
+            DRM_MIRAGE_VM_DESTROY,
+            DRM_MIRAGE_VM_BIND,
+            DRM_MIRAGE_EXEC_QUEUE_CREATE,
+            DRM_MIRAGE_EXEC_QUEUE_DESTROY,
+            DRM_MIRAGE_EXEC,
+            DRM_MIRAGE_VM_GET_STATE,
+            DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM,
+            DRM_MIRAGE_GEM_CREATE_FLAG_VRAM,
+            DRM_MIRAGE_PAT_WB,
+            DRM_MIRAGE_PAT_UC,
+            DRM_MIRAGE_VM_BIND_OP_MAP,
+            DRM_MIRAGE_VM_BIND_OP_UNMAP,
+            DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL,
+            DRM_MIRAGE_VM_BIND_FLAG_READONLY,
+            DRM_MIRAGE_VM_BIND_FLAG_NOEXEC,
+            DRM_MIRAGE_SYNC_TYPE_SYNCOBJ,
+            DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ,
+            DRM_MIRAGE_SYNC_FLAG_SIGNAL,
+            DRM_MIRAGE_MAX_BIND_OPS,
+            DRM_MIRAGE_MAX_SYNCS,
+            DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
+            DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
+            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_LOW,
+            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
+            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_HIGH,
+            DRM_MIRAGE_VM_STATE_USABLE,
+            DRM_MIRAGE_VM_STATE_UNUSABLE,
+            DRM_IOCTL_MIRAGE_GEM_CREATE,
+            DRM_IOCTL_MIRAGE_GEM_MMAP_OFFSET,
+            DRM_IOCTL_MIRAGE_VM_CREATE,
+            DRM_IOCTL_MIRAGE_VM_DESTROY,
+            DRM_IOCTL_MIRAGE_VM_BIND,
+            DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE,
+            DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY,
+            DRM_IOCTL_MIRAGE_EXEC,
+            DRM_IOCTL_MIRAGE_VM_GET_STATE,
         );
         m
     }
@@ -282,6 +775,12 @@ mod tests {
                 Some(&rv) if rv == cv => {}
                 Some(&rv) => wrong.push(format!("{name}: C {cv:#x}, Rust {rv:#x}")),
                 None => wrong.push(format!("{name}: in the C header, not mirrored in uapi.rs")),
+            }
+        }
+        // The header promises this, so that 32- and 64-bit userspace agree.
+        for (name, &size) in &c {
+            if name.starts_with("size drm_mirage_") && !name.contains('.') && size % 8 != 0 {
+                wrong.push(format!("{name}: {size} bytes, not a multiple of 8"));
             }
         }
         for name in rust.keys().filter(|n| !c.contains_key(*n)) {
