@@ -1,6 +1,11 @@
-//! Userspace access to the mirage DRM driver: finding its render node and
-//! typed wrappers for each ioctl of `include/uapi/drm/mirage_drm.h`.
+//! Userspace access to the mirage DRM driver: finding its render node,
+//! typed wrappers for each ioctl of `include/uapi/drm/mirage_drm.h`, BO
+//! mappings and a command-buffer builder ([`cmd`]).
+//!
+//! Each ioctl has a typed wrapper and a `_raw` one that passes a
+//! caller-built argument unchanged, for tests of the driver's checks.
 
+pub mod cmd;
 pub mod uapi;
 
 // build.rs's header parser, here for its unit tests.
@@ -10,9 +15,17 @@ mod uapi_header;
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use uapi::*;
+
+/// One VM_BIND operation; see its constructors.
+pub type BindOp = DrmMirageVmBindOp;
+
+/// One in- or out-fence of VM_BIND or EXEC; see its constructors.
+pub type Sync = DrmMirageSync;
 
 /// An open mirage render node.
 pub struct Device {
@@ -196,6 +209,205 @@ impl Device {
         unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_RESET, &mut a) }
     }
 
+    /// Closes a GEM handle (`DRM_IOCTL_GEM_CLOSE`).
+    pub fn gem_close(&self, handle: u32) -> io::Result<()> {
+        let mut a = DrmGemClose { handle, pad: 0 };
+        // SAFETY: `a` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_GEM_CLOSE, &mut a) }
+    }
+
+    /// `DRM_IOCTL_MIRAGE_GEM_CREATE` with a raw argument.
+    pub fn gem_create_raw(&self, args: &mut DrmMirageGemCreate) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_GEM_CREATE, args) }
+    }
+
+    /// Creates a BO of `size` bytes (`DRM_MIRAGE_GEM_CREATE_FLAG_*` `flags`),
+    /// private to VM `vm_id` unless it is 0, and returns its handle. See
+    /// [`Bo`] for one that closes itself.
+    pub fn gem_create(&self, size: u64, flags: u32, vm_id: u32) -> io::Result<u32> {
+        let mut a = DrmMirageGemCreate {
+            size,
+            flags,
+            vm_id,
+            ..Default::default()
+        };
+        self.gem_create_raw(&mut a)?;
+        Ok(a.handle)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_GEM_MMAP_OFFSET` with a raw argument.
+    pub fn gem_mmap_offset_raw(&self, args: &mut DrmMirageGemMmapOffset) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_GEM_MMAP_OFFSET, args) }
+    }
+
+    /// The offset to mmap BO `handle` at through this file.
+    pub fn gem_mmap_offset(&self, handle: u32) -> io::Result<u64> {
+        let mut a = DrmMirageGemMmapOffset {
+            handle,
+            ..Default::default()
+        };
+        self.gem_mmap_offset_raw(&mut a)?;
+        Ok(a.offset)
+    }
+
+    /// Maps the first `len` bytes of BO `handle`, shared and read-write.
+    /// The mapping keeps the BO alive after its handle is closed.
+    pub fn mmap(&self, handle: u32, len: usize) -> io::Result<Mapping> {
+        let offset = self.gem_mmap_offset(handle)?;
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| invalid_input("mmap offset out of off_t's range"))?;
+        let len = NonZeroUsize::new(len).ok_or_else(|| invalid_input("empty mapping"))?;
+        use nix::sys::mman::{MapFlags, ProtFlags};
+        // SAFETY: the kernel picks the address (no hint), so the new mapping
+        // replaces nothing and aliases no Rust object.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &self.file,
+                offset,
+            )?
+        };
+        // INVARIANT: `ptr` is a new mapping of `len` bytes that only the
+        // `Mapping` unmaps.
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len: len.get(),
+        })
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_CREATE` with a raw argument.
+    pub fn vm_create_raw(&self, args: &mut DrmMirageVmCreate) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_VM_CREATE, args) }
+    }
+
+    /// Creates a VM and returns its id.
+    pub fn vm_create(&self, flags: u32) -> io::Result<u32> {
+        let mut a = DrmMirageVmCreate {
+            flags,
+            ..Default::default()
+        };
+        self.vm_create_raw(&mut a)?;
+        Ok(a.vm_id)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_DESTROY` with a raw argument.
+    pub fn vm_destroy_raw(&self, args: &mut DrmMirageVmDestroy) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_VM_DESTROY, args) }
+    }
+
+    pub fn vm_destroy(&self, vm_id: u32) -> io::Result<()> {
+        self.vm_destroy_raw(&mut DrmMirageVmDestroy {
+            vm_id,
+            ..Default::default()
+        })
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_GET_STATE` with a raw argument.
+    pub fn vm_get_state_raw(&self, args: &mut DrmMirageVmGetState) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_VM_GET_STATE, args) }
+    }
+
+    /// The VM's `DRM_MIRAGE_VM_STATE_*`.
+    pub fn vm_get_state(&self, vm_id: u32) -> io::Result<u32> {
+        let mut a = DrmMirageVmGetState {
+            vm_id,
+            ..Default::default()
+        };
+        self.vm_get_state_raw(&mut a)?;
+        Ok(a.state)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_BIND` with a raw argument. The kernel only reads
+    /// through its pointers, so any values are safe to send.
+    pub fn vm_bind_raw(&self, args: &mut DrmMirageVmBind) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_VM_BIND, args) }
+    }
+
+    /// Runs `ops` on VM `vm_id` after the wait entries of `syncs`, then
+    /// signals the signal entries. See [`vm_bind_args`].
+    pub fn vm_bind(
+        &self,
+        vm_id: u32,
+        exec_queue_id: u32,
+        ops: &[BindOp],
+        syncs: &[Sync],
+    ) -> io::Result<()> {
+        // The pointers in `a` point into `ops` and `syncs`, which outlive
+        // the call.
+        let mut a = vm_bind_args(vm_id, exec_queue_id, ops, syncs)?;
+        self.vm_bind_raw(&mut a)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE` with a raw argument.
+    pub fn exec_queue_create_raw(&self, args: &mut DrmMirageExecQueueCreate) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE, args) }
+    }
+
+    /// Creates an exec queue in VM `vm_id` (`DRM_MIRAGE_ENGINE_CLASS_*`
+    /// `class`, `DRM_MIRAGE_EXEC_QUEUE_PRIORITY_*` `priority`) and returns
+    /// its id.
+    pub fn exec_queue_create(&self, vm_id: u32, class: u32, priority: u32) -> io::Result<u32> {
+        let mut a = DrmMirageExecQueueCreate {
+            vm_id,
+            class,
+            priority,
+            ..Default::default()
+        };
+        self.exec_queue_create_raw(&mut a)?;
+        Ok(a.exec_queue_id)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY` with a raw argument.
+    pub fn exec_queue_destroy_raw(&self, args: &mut DrmMirageExecQueueDestroy) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY, args) }
+    }
+
+    pub fn exec_queue_destroy(&self, exec_queue_id: u32) -> io::Result<()> {
+        self.exec_queue_destroy_raw(&mut DrmMirageExecQueueDestroy {
+            exec_queue_id,
+            ..Default::default()
+        })
+    }
+
+    /// `DRM_IOCTL_MIRAGE_EXEC` with a raw argument. The kernel only reads
+    /// through its pointer, so any values are safe to send.
+    pub fn exec_raw(&self, args: &mut DrmMirageExec) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_EXEC, args) }
+    }
+
+    /// Submits the `length`-byte command buffer at GPU address `address`
+    /// to exec queue `exec_queue_id`, with the fences of `syncs`.
+    pub fn exec(
+        &self,
+        exec_queue_id: u32,
+        address: u64,
+        length: u64,
+        syncs: &[Sync],
+    ) -> io::Result<()> {
+        let (syncs, num_syncs) = array_arg(syncs)?;
+        // `syncs` points into the caller's slice, which outlives the call.
+        self.exec_raw(&mut DrmMirageExec {
+            exec_queue_id,
+            num_syncs,
+            syncs,
+            address,
+            length,
+            ..Default::default()
+        })
+    }
+
     pub fn get_param(&self, param: u32) -> io::Result<u64> {
         let mut a = DrmMirageGetParam {
             param,
@@ -203,6 +415,292 @@ impl Device {
         };
         self.get_param_raw(&mut a)?;
         Ok(a.value)
+    }
+}
+
+fn invalid_input(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+/// A user pointer to `s` and its length, as ioctl arguments take them; an
+/// empty slice is a null pointer.
+fn array_arg<T>(s: &[T]) -> io::Result<(u64, u32)> {
+    let len = u32::try_from(s.len()).map_err(|_| invalid_input("more than 2^32 - 1 entries"))?;
+    let ptr = if s.is_empty() { 0 } else { s.as_ptr() as u64 };
+    Ok((ptr, len))
+}
+
+/// The argument of `DRM_IOCTL_MIRAGE_VM_BIND` for `ops` and `syncs`: one op
+/// goes inline in `bind`, more through `vector_of_binds`. Its pointers
+/// point into `ops` and `syncs`: the argument is good while they live.
+pub fn vm_bind_args(
+    vm_id: u32,
+    exec_queue_id: u32,
+    ops: &[BindOp],
+    syncs: &[Sync],
+) -> io::Result<DrmMirageVmBind> {
+    let (vector, num_binds) = array_arg(ops)?;
+    let (syncs, num_syncs) = array_arg(syncs)?;
+    Ok(DrmMirageVmBind {
+        vm_id,
+        exec_queue_id,
+        num_binds,
+        ops: match ops {
+            [op] => DrmMirageVmBindOps::inline(*op),
+            _ => DrmMirageVmBindOps::vector(vector),
+        },
+        num_syncs,
+        syncs,
+        ..Default::default()
+    })
+}
+
+impl DrmMirageVmBindOp {
+    /// Maps `[obj_offset, obj_offset + range)` of BO `obj` at `addr`,
+    /// write-back cacheable.
+    pub fn map(obj: u32, obj_offset: u64, addr: u64, range: u64) -> Self {
+        Self {
+            obj,
+            obj_offset,
+            addr,
+            range,
+            op: DRM_MIRAGE_VM_BIND_OP_MAP,
+            ..Default::default()
+        }
+    }
+
+    /// Unmaps `[addr, addr + range)`.
+    pub fn unmap(addr: u64, range: u64) -> Self {
+        Self {
+            addr,
+            range,
+            op: DRM_MIRAGE_VM_BIND_OP_UNMAP,
+            ..Default::default()
+        }
+    }
+
+    /// Unmaps every mapping of BO `obj`.
+    pub fn unmap_all(obj: u32) -> Self {
+        Self {
+            obj,
+            op: DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL,
+            ..Default::default()
+        }
+    }
+
+    /// The op with `DRM_MIRAGE_VM_BIND_FLAG_*` `flags`.
+    pub fn with_flags(self, flags: u32) -> Self {
+        Self { flags, ..self }
+    }
+
+    /// The op with `DRM_MIRAGE_PAT_*` `pat_index`.
+    pub fn with_pat(self, pat_index: u16) -> Self {
+        Self { pat_index, ..self }
+    }
+}
+
+impl DrmMirageSync {
+    fn new(type_: u32, flags: u32, handle: u32, timeline_value: u64) -> Self {
+        Self {
+            type_,
+            flags,
+            handle,
+            timeline_value,
+            ..Default::default()
+        }
+    }
+
+    /// Waits for binary syncobj `handle`.
+    pub fn wait(handle: u32) -> Self {
+        Self::new(DRM_MIRAGE_SYNC_TYPE_SYNCOBJ, 0, handle, 0)
+    }
+
+    /// Gives the operation's fence to binary syncobj `handle`.
+    pub fn signal(handle: u32) -> Self {
+        Self::new(
+            DRM_MIRAGE_SYNC_TYPE_SYNCOBJ,
+            DRM_MIRAGE_SYNC_FLAG_SIGNAL,
+            handle,
+            0,
+        )
+    }
+
+    /// Waits for point `point` of timeline syncobj `handle`.
+    pub fn wait_point(handle: u32, point: u64) -> Self {
+        Self::new(DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ, 0, handle, point)
+    }
+
+    /// Adds the operation's fence to timeline syncobj `handle` as `point`.
+    pub fn signal_point(handle: u32, point: u64) -> Self {
+        Self::new(
+            DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ,
+            DRM_MIRAGE_SYNC_FLAG_SIGNAL,
+            handle,
+            point,
+        )
+    }
+}
+
+/// A BO whose handle is closed on drop.
+pub struct Bo<'d> {
+    dev: &'d Device,
+    handle: u32,
+    size: u64,
+}
+
+impl<'d> Bo<'d> {
+    /// Creates a BO, as [`Device::gem_create`] does.
+    pub fn new(dev: &'d Device, size: u64, flags: u32, vm_id: u32) -> io::Result<Self> {
+        let handle = dev.gem_create(size, flags, vm_id)?;
+        Ok(Bo { dev, handle, size })
+    }
+
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Maps the whole BO.
+    pub fn mmap(&self) -> io::Result<Mapping> {
+        let len = usize::try_from(self.size).map_err(|_| invalid_input("BO larger than usize"))?;
+        self.dev.mmap(self.handle, len)
+    }
+
+    /// The handle, which the caller must now close.
+    pub fn into_handle(self) -> u32 {
+        let handle = self.handle;
+        std::mem::forget(self);
+        handle
+    }
+}
+
+impl Drop for Bo<'_> {
+    fn drop(&mut self) {
+        // Nothing to do about a failure here; the file's close frees it anyway.
+        let _ = self.dev.gem_close(self.handle);
+    }
+}
+
+/// A shared mapping of a BO, unmapped on drop.
+///
+/// The GPU may write the memory at any time, so there are no references
+/// into it: accesses copy, and the word accessors are single volatile
+/// accesses, which the GPU sees whole.
+///
+/// # Invariants
+///
+/// `ptr` is the start of a live, page-aligned, readable and writable
+/// mapping of `len` (nonzero) bytes that only this value unmaps.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned, not tied to the thread that made it.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: an empty mapping cannot be made.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start of the mapping, for accesses the methods do not offer.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// A pointer to `[offset, offset + len)`, which must lie inside the
+    /// mapping with `offset` a multiple of `align`.
+    fn at(&self, offset: usize, len: usize, align: usize) -> io::Result<*mut u8> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| invalid_input("offset overflows"))?;
+        if end > self.len {
+            return Err(invalid_input("access past the end of the mapping"));
+        }
+        if !offset.is_multiple_of(align) {
+            return Err(invalid_input("misaligned access"));
+        }
+        // SAFETY: `offset` <= `self.len`, so the result is inside the
+        // mapping or one past its end.
+        Ok(unsafe { self.ptr.as_ptr().add(offset) })
+    }
+
+    /// Copies `buf.len()` bytes from `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let src = self.at(offset, buf.len(), 1)?;
+        // SAFETY: `at()` checked that the source lies inside the mapping,
+        // which is readable (type invariant) and cannot overlap `buf`, a
+        // Rust object.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        let dst = self.at(offset, data.len(), 1)?;
+        // SAFETY: `at()` checked that the destination lies inside the
+        // mapping, which is writable (type invariant) and cannot overlap
+        // `data`, a Rust object.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        Ok(())
+    }
+
+    /// The whole mapping's bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        // The whole mapping is always in range.
+        let _ = self.read(0, &mut v);
+        v
+    }
+
+    /// The naturally aligned u32 at `offset`.
+    pub fn read_u32(&self, offset: usize) -> io::Result<u32> {
+        let p = self.at(offset, 4, 4)?;
+        // SAFETY: `at()` checked that the u32 lies inside the readable
+        // mapping and is aligned (the mapping is page-aligned).
+        Ok(unsafe { p.cast::<u32>().read_volatile() })
+    }
+
+    /// The naturally aligned u64 at `offset`.
+    pub fn read_u64(&self, offset: usize) -> io::Result<u64> {
+        let p = self.at(offset, 8, 8)?;
+        // SAFETY: as in `read_u32()`.
+        Ok(unsafe { p.cast::<u64>().read_volatile() })
+    }
+
+    /// Stores `value` at the naturally aligned `offset`.
+    pub fn write_u32(&self, offset: usize, value: u32) -> io::Result<()> {
+        let p = self.at(offset, 4, 4)?;
+        // SAFETY: `at()` checked that the u32 lies inside the writable
+        // mapping and is aligned (the mapping is page-aligned).
+        unsafe { p.cast::<u32>().write_volatile(value) };
+        Ok(())
+    }
+
+    /// Stores `value` at the naturally aligned `offset`.
+    pub fn write_u64(&self, offset: usize, value: u64) -> io::Result<()> {
+        let p = self.at(offset, 8, 8)?;
+        // SAFETY: as in `write_u32()`.
+        unsafe { p.cast::<u64>().write_volatile(value) };
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant, `ptr` and `len` describe a live
+        // mapping that nothing else unmaps; no reference into it exists.
+        // A failure would mean the invariant is broken; nothing to do then.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -298,6 +796,130 @@ impl std::fmt::Display for Info {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn one_bind_op_goes_inline() {
+        let op =
+            BindOp::map(3, 0x1000, 0x10_0000, 0x2000).with_flags(DRM_MIRAGE_VM_BIND_FLAG_READONLY);
+        let syncs = [Sync::wait(7), Sync::signal_point(8, 2)];
+        let a = vm_bind_args(5, 0, &[op], &syncs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((a.vm_id, a.exec_queue_id, a.num_binds), (5, 0, 1));
+        assert_eq!(*a.ops.bind(), op);
+        assert_eq!((a.num_syncs, a.syncs), (2, syncs.as_ptr() as u64));
+        assert_eq!((a.pad, a.pad2, a.extensions, a.reserved), (0, 0, 0, [0; 2]));
+    }
+
+    #[test]
+    fn more_bind_ops_go_by_pointer() {
+        let ops = [BindOp::unmap(0x10_0000, 0x1000), BindOp::unmap_all(4)];
+        let a = vm_bind_args(1, 2, &ops, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((a.num_binds, a.exec_queue_id), (2, 2));
+        assert_eq!(a.ops.vector_of_binds(), ops.as_ptr() as u64);
+        // The rest of the union is zero, not left over from an op.
+        let mut rest = *a.ops.bind();
+        rest.extensions = 0;
+        assert_eq!(rest, BindOp::default());
+        assert_eq!((a.num_syncs, a.syncs), (0, 0));
+        let none = vm_bind_args(1, 0, &[], &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((none.num_binds, none.ops.vector_of_binds()), (0, 0));
+    }
+
+    #[test]
+    fn bind_ops_and_syncs_encode_their_fields() {
+        let op = BindOp::map(3, 0x1000, 0x20_0000, 0x4000).with_pat(DRM_MIRAGE_PAT_UC);
+        assert_eq!(
+            (
+                op.op,
+                op.obj,
+                op.obj_offset,
+                op.addr,
+                op.range,
+                op.pat_index
+            ),
+            (
+                DRM_MIRAGE_VM_BIND_OP_MAP,
+                3,
+                0x1000,
+                0x20_0000,
+                0x4000,
+                DRM_MIRAGE_PAT_UC
+            )
+        );
+        let u = BindOp::unmap(0x1000, 0x2000);
+        assert_eq!(
+            (u.op, u.obj, u.addr, u.range),
+            (DRM_MIRAGE_VM_BIND_OP_UNMAP, 0, 0x1000, 0x2000)
+        );
+        let all = BindOp::unmap_all(9);
+        assert_eq!(
+            (all.op, all.obj, all.range),
+            (DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL, 9, 0)
+        );
+        let t = |s: Sync| (s.type_, s.flags, s.handle, s.timeline_value);
+        let (bin, tl, sig) = (
+            DRM_MIRAGE_SYNC_TYPE_SYNCOBJ,
+            DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ,
+            DRM_MIRAGE_SYNC_FLAG_SIGNAL,
+        );
+        assert_eq!(t(Sync::wait(1)), (bin, 0, 1, 0));
+        assert_eq!(t(Sync::signal(2)), (bin, sig, 2, 0));
+        assert_eq!(t(Sync::wait_point(3, 4)), (tl, 0, 3, 4));
+        assert_eq!(t(Sync::signal_point(5, 6)), (tl, sig, 5, 6));
+    }
+
+    /// An anonymous mapping stands in for a BO's: the accessors do not
+    /// care what is mapped.
+    fn anonymous(len: usize) -> Mapping {
+        use nix::sys::mman::{MapFlags, ProtFlags};
+        let n = NonZeroUsize::new(len).unwrap_or(NonZeroUsize::MIN);
+        // SAFETY: a new mapping at an address the kernel picks.
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                n,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .unwrap_or_else(|e| panic!("mmap: {e}"));
+        Mapping {
+            ptr: ptr.cast(),
+            len: n.get(),
+        }
+    }
+
+    #[test]
+    fn mapping_accesses_stay_inside_and_aligned() {
+        let m = anonymous(8192);
+        assert_eq!(m.len(), 8192);
+        m.write_u64(8184, 0x1122_3344_5566_7788)
+            .unwrap_or_else(|e| panic!("{e}"));
+        m.write_u32(16, 0xdead_beef)
+            .unwrap_or_else(|e| panic!("{e}"));
+        m.write(4000, b"mirage").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.read_u64(8184).ok(), Some(0x1122_3344_5566_7788));
+        assert_eq!(m.read_u32(8188).ok(), Some(0x1122_3344));
+        assert_eq!(m.read_u32(16).ok(), Some(0xdead_beef));
+        let mut buf = [0u8; 6];
+        m.read(4000, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&buf, b"mirage");
+        assert_eq!(&m.to_vec()[4000..4006], b"mirage");
+
+        let kind = |r: io::Result<()>| r.err().map(|e| e.kind());
+        let bad = Some(io::ErrorKind::InvalidInput);
+        assert_eq!(kind(m.write_u64(8192, 0)), bad);
+        assert_eq!(kind(m.write_u64(8188, 0)), bad);
+        assert_eq!(kind(m.write_u32(2, 0)), bad);
+        assert_eq!(kind(m.read_u64(4).map(drop)), bad);
+        assert_eq!(kind(m.write(8190, b"abc")), bad);
+        assert_eq!(kind(m.read(usize::MAX, &mut buf)), bad);
+        assert_eq!(kind(m.write(8192, b"")), None);
+        // Nothing was written by the refused accesses.
+        assert_eq!(m.read_u32(8188).ok(), Some(0x1122_3344));
+        assert_eq!(m.read_u32(0).ok(), Some(0));
+    }
+
     #[test]
     fn page_sizes_print_with_units() {
         assert_eq!(super::page_sizes_str(0x4020_1000), "4K 2M 1G");
