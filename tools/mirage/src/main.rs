@@ -1,21 +1,42 @@
 //! `mirage`: command-line access to the mirage DRM driver.
 
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: mirage [--device /dev/dri/renderDN] info";
+/// Command-line access to the mirage DRM driver.
+#[derive(Parser, Debug)]
+#[command(name = "mirage", version)]
+struct Cli {
+    /// Render node to use; by default the first one mirage drives.
+    #[arg(long, value_name = "/dev/dri/renderDN")]
+    device: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+enum Command {
+    /// Print the driver version and the device's parameters.
+    Info,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, rest) = match args.as_slice() {
-        [flag, p, rest @ ..] if flag == "--device" => (Some(p.clone()), rest),
-        rest => (None, rest),
-    };
-    let dev = match &path {
-        Some(p) => mirage::Device::open_path(std::path::Path::new(p)),
+    let cli = Cli::parse();
+    let dev = match &cli.device {
+        Some(p) => mirage::Device::open_path(p),
         None => mirage::Device::open(),
     };
-    match (rest, dev) {
-        ([cmd], Ok(dev)) if cmd == "info" => match mirage::Info::query(&dev) {
+    let dev = match dev {
+        Ok(dev) => dev,
+        Err(e) => {
+            eprintln!("mirage: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Info => match mirage::Info::query(&dev) {
             Ok(info) => {
                 println!("node:        {}", dev.path().display());
                 println!("{info}");
@@ -26,13 +47,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        ([cmd], Err(e)) if cmd == "info" => {
-            eprintln!("mirage: {e}");
-            ExitCode::FAILURE
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn device_and_info_parse() {
+        let cli = Cli::try_parse_from(["mirage", "--device", "/dev/dri/renderD129", "info"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.device, Some(PathBuf::from("/dev/dri/renderD129")));
+        assert_eq!(cli.command, Command::Info);
+        let cli = Cli::try_parse_from(["mirage", "info"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.device, None);
+        for bad in [
+            &["mirage"][..],
+            &["mirage", "frob"],
+            &["mirage", "info", "x"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
         }
     }
 }
