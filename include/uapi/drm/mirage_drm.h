@@ -439,8 +439,11 @@ struct drm_mirage_exec_queue_create {
 	/** @vm_id: the VM the queue's jobs run in. */
 	__u32 vm_id;
 
-	/** @class: &enum drm_mirage_engine_class. */
-	__u32 class;
+	/**
+	 * @engine_class: &enum drm_mirage_engine_class (not "class", a C++
+	 * keyword).
+	 */
+	__u32 engine_class;
 
 	/** @flags: none are defined; must be zero. */
 	__u32 flags;

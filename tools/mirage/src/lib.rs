@@ -359,7 +359,7 @@ impl Device {
     pub fn exec_queue_create(&self, vm_id: u32, class: u32, priority: u32) -> io::Result<u32> {
         let mut a = DrmMirageExecQueueCreate {
             vm_id,
-            class,
+            engine_class: class,
             priority,
             ..Default::default()
         };

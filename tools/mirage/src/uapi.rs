@@ -249,7 +249,7 @@ pub const DRM_MIRAGE_EXEC_QUEUE_PRIORITY_HIGH: u32 = 2;
 pub struct DrmMirageExecQueueCreate {
     pub extensions: u64,
     pub vm_id: u32,
-    pub class: u32,
+    pub engine_class: u32,
     pub flags: u32,
     pub priority: u32,
     pub exec_queue_id: u32,
@@ -627,7 +627,7 @@ mod tests {
             DrmMirageExecQueueCreate {
                 extensions,
                 vm_id,
-                class,
+                engine_class,
                 flags,
                 priority,
                 exec_queue_id,
