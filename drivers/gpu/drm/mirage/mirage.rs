@@ -9,6 +9,7 @@ mod driver;
 mod file;
 mod gem;
 mod irq;
+mod mmu;
 mod params;
 mod regs;
 mod reset;

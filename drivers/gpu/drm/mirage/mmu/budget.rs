@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! The exact page-table budget of an update.
+//!
+//! [`Budget`] is a [`PtOps`] that changes nothing: it reads the real page table and records
+//! what the update would change in an overlay, and counts the tables io-pgtable would create.
+//! The walker runs the update's ops over it first, then over the real page table, so both see
+//! the same calls. The count is what the pool must hold; [`PtPool::reserve`] takes it.
+//!
+//! io-pgtable's rules, which the overlay mirrors (`drivers/iommu/io-pgtable-arm.c`):
+//! - mapping a leaf creates every missing table above it;
+//! - a leaf mapped over a table entry frees that table and everything below it;
+//! - unmapping a table entry at its level frees the table and everything below it;
+//! - unmapping pages never frees the table that held them.
+//!
+//! Level-3 entries create and free no table, so the overlay keeps only levels 0 to 2.
+//!
+//! [`PtPool::reserve`]: super::pool::PtPool::reserve
+
+use kernel::{prelude::*, rbtree::RBTree};
+
+use super::{
+    pgtable::PageTable,
+    walker::{level_shift, size_level, Entry, PtOps},
+};
+
+/// A dry run of page-table updates over a [`PageTable`].
+pub(crate) struct Budget<'a> {
+    pt: &'a PageTable,
+    /// Entries of levels 0 to 2 the dry run changed, by `(level, va >> level_shift(level))`.
+    /// A table the dry run created holds only what the overlay says.
+    overlay: RBTree<(usize, u64), Entry>,
+    created: usize,
+}
+
+impl<'a> Budget<'a> {
+    pub(crate) fn new(pt: &'a PageTable) -> Self {
+        Self {
+            pt,
+            overlay: RBTree::new(),
+            created: 0,
+        }
+    }
+
+    /// Tables the updates run so far would create.
+    pub(crate) fn tables(&self) -> usize {
+        self.created
+    }
+
+    /// Records that the entry at `level` for `va` becomes `entry`. Whatever the overlay held
+    /// below it is gone: a new entry starts with nothing below.
+    fn set(&mut self, level: usize, va: u64, entry: Entry) -> Result {
+        if level >= 3 {
+            return Ok(());
+        }
+        let idx = va >> level_shift(level);
+        for below in level + 1..3 {
+            let bits = 9 * (below - level) as u32;
+            let (lo, hi) = (idx << bits, (idx + 1) << bits);
+            loop {
+                let key = match self.overlay.cursor_lower_bound(&(below, lo)) {
+                    Some(c) if *c.current().0 < (below, hi) => *c.current().0,
+                    _ => break,
+                };
+                self.overlay.remove(&key);
+            }
+        }
+        self.overlay
+            .try_create_and_insert((level, idx), entry, GFP_KERNEL)?;
+        Ok(())
+    }
+}
+
+impl PtOps for Budget<'_> {
+    fn entry(&self, level: usize, va: u64) -> Entry {
+        let mut real = None;
+        for l in 0..=level {
+            let here = if l < 3 {
+                self.overlay.get(&(l, va >> level_shift(l))).copied()
+            } else {
+                None
+            };
+            let e = match here {
+                // Below a table the dry run created, only the overlay has entries.
+                Some(Entry::Table) if l < level => return self.fresh_entry(l + 1, level, va),
+                Some(e) => e,
+                None => {
+                    let ptes = *real.get_or_insert_with(|| self.pt.walk(va));
+                    super::pgtable::decode(ptes[l], l)
+                }
+            };
+            if l == level {
+                return e;
+            }
+            if e != Entry::Table {
+                // The walker asks only below tables; nothing is mapped below a leaf's entry.
+                return Entry::Empty;
+            }
+        }
+        Entry::Empty
+    }
+
+    unsafe fn map(&mut self, va: u64, _pa: u64, size: u64, count: u64, _prot: u32) -> Result {
+        let level = size_level(size);
+        for l in 0..level {
+            match self.entry(l, va) {
+                Entry::Table => {}
+                Entry::Empty => {
+                    self.set(l, va, Entry::Table)?;
+                    self.created += 1;
+                }
+                // io-pgtable refuses a leaf below a leaf.
+                Entry::Leaf { .. } => return Err(EEXIST),
+            }
+        }
+        if level < 3 {
+            for i in 0..count {
+                let v = va + i * size;
+                if let Entry::Leaf { .. } = self.entry(level, v) {
+                    return Err(EEXIST);
+                }
+                // Over a table, the table goes: the overlay entry hides what was below.
+                self.set(level, v, Entry::Leaf { pa: 0 })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, va: u64, size: u64) -> Result {
+        let level = size_level(size);
+        if self.entry(level, va) == Entry::Empty {
+            return Err(EINVAL);
+        }
+        self.set(level, va, Entry::Empty)
+    }
+}
+
+impl Budget<'_> {
+    /// The entry at `level` below a table the dry run created at `from - 1`.
+    fn fresh_entry(&self, from: usize, level: usize, va: u64) -> Entry {
+        for l in from..=level.min(2) {
+            match self.overlay.get(&(l, va >> level_shift(l))).copied() {
+                Some(e) if l == level => return e,
+                Some(Entry::Table) => {}
+                _ => return Entry::Empty,
+            }
+        }
+        Entry::Empty
+    }
+}

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! The page-table pool of a VM: tables reserved before an update, handed out while it runs.
+//!
+//! A bind computes how many tables its ops will create (see [`super::budget`]) and reserves
+//! exactly that many here, where it may still allocate and fail. The update then runs in a
+//! `dma_fence` signalling section, where io-pgtable's table allocations are served from the
+//! reservation and nothing is allocated. Running dry there is a driver bug: the pool warns,
+//! counts it, and fails the allocation.
+//!
+//! Tables io-pgtable frees stay here until the device's TLB was invalidated for their range
+//! ([`PtPool::release_freed`]): until then, the device may still hold translations through them.
+
+use core::ptr::NonNull;
+use kernel::{
+    iommu::pgtable::TableAllocator,
+    prelude::*,
+    rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
+    sync::SpinLock,
+};
+
+/// Bytes in a page table (4 KiB granule).
+pub(crate) const TABLE_SIZE: usize = 4096;
+
+/// One page table's memory, in the linear map and aligned to its size as io-pgtable needs.
+#[repr(C, align(4096))]
+pub(crate) struct Table([u64; 512]);
+
+/// A table with the tree node that tracks it while io-pgtable uses it.
+type TableNode = RBTreeNode<usize, KBox<Table>>;
+
+/// Counters of a pool, for debugfs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PoolStats {
+    /// Tables reserved, over the pool's life.
+    pub(crate) reserved: u64,
+    /// Tables handed to io-pgtable, over the pool's life.
+    pub(crate) used: u64,
+    /// Tables freed after a TLB invalidation, over the pool's life.
+    pub(crate) returned: u64,
+    /// Tables io-pgtable holds now.
+    pub(crate) live: u64,
+    /// Allocations refused because the reservation was used up (a driver bug).
+    pub(crate) exhausted: u64,
+    /// Reserved tables left over after an update (the budget was too large).
+    pub(crate) unused: u64,
+}
+
+struct Inner {
+    /// Reserved, zeroed tables, ready to hand out, with their addresses.
+    reserved: KVec<(usize, TableNode)>,
+    /// Tables io-pgtable uses, by address. They are reachable from here only, as io-pgtable
+    /// refers to them by physical address: this keeps kmemleak from reporting them.
+    live: RBTree<usize, KBox<Table>>,
+    /// Tables io-pgtable gave back, waiting for a TLB invalidation. Its capacity covers every
+    /// live and reserved table, so that `free` never allocates.
+    freed: KVec<TableNode>,
+    stats: PoolStats,
+    /// Test hook: the next reservation fails with `ENOMEM`.
+    fail_next_reserve: bool,
+}
+
+/// A VM's page-table pool; the [`TableAllocator`] of its io-pgtable.
+pub(crate) struct PtPool {
+    inner: Pin<KBox<SpinLock<Inner>>>,
+}
+
+impl PtPool {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self {
+            inner: KBox::pin_init(
+                kernel::new_spinlock!(Inner {
+                    reserved: KVec::new(),
+                    live: RBTree::new(),
+                    freed: KVec::new(),
+                    stats: PoolStats::default(),
+                    fail_next_reserve: false,
+                }),
+                GFP_KERNEL,
+            )?,
+        })
+    }
+
+    /// Makes sure `count` tables are reserved, allocating what is missing.
+    ///
+    /// On failure nothing was reserved beyond what already was. Callers serialize `reserve`
+    /// with updates of the page table (the VM's update lock), so that nothing moves in the pool
+    /// while it allocates outside its lock.
+    pub(crate) fn reserve(&self, count: usize) -> Result {
+        let (have, owned, freed_len) = {
+            let mut inner = self.inner.lock();
+            if core::mem::take(&mut inner.fail_next_reserve) {
+                return Err(ENOMEM);
+            }
+            let owned = inner.stats.live as usize + inner.reserved.len() + inner.freed.len();
+            (inner.reserved.len(), owned, inner.freed.len())
+        };
+        let missing = count.saturating_sub(have);
+        if missing == 0 {
+            return Ok(());
+        }
+        let mut reserved = KVec::with_capacity(have + missing, GFP_KERNEL)?;
+        for _ in 0..missing {
+            let table = KBox::new(Table([0; 512]), GFP_KERNEL)?;
+            let addr = core::ptr::from_ref(&*table) as usize;
+            let node = RBTreeNodeReservation::new(GFP_KERNEL)?.into_node(addr, table);
+            reserved.push((addr, node), GFP_KERNEL)?;
+        }
+        // `free` must never allocate: room for every table the pool will own.
+        let mut freed = KVec::with_capacity(owned + missing, GFP_KERNEL)?;
+
+        let mut inner = self.inner.lock();
+        if inner.reserved.len() != have || inner.freed.len() != freed_len {
+            // Unserialized callers: a driver bug. Nothing was reserved.
+            drop(inner);
+            kernel::warn_on!(true);
+            return Err(EBUSY);
+        }
+        for entry in inner.reserved.drain_all() {
+            // Cannot fail: `reserved` has room for `have + missing` entries.
+            let _ = reserved.push_within_capacity(entry);
+        }
+        for node in inner.freed.drain_all() {
+            let _ = freed.push_within_capacity(node);
+        }
+        inner.reserved = reserved;
+        inner.freed = freed;
+        inner.stats.reserved += missing as u64;
+        Ok(())
+    }
+
+    /// Frees the reserved tables an update did not use, and counts them: after an update whose
+    /// budget was exact, there are none.
+    pub(crate) fn trim(&self) -> usize {
+        let spare = {
+            let mut inner = self.inner.lock();
+            let spare = core::mem::replace(&mut inner.reserved, KVec::new());
+            inner.stats.unused += spare.len() as u64;
+            spare
+        };
+        spare.len()
+    }
+
+    /// Frees the tables io-pgtable gave back. Call it only once the device can no longer use
+    /// them: after the TLB invalidation that covered their range, or when the page table was
+    /// never live.
+    pub(crate) fn release_freed(&self) {
+        let mut inner = self.inner.lock();
+        let n = inner.freed.len() as u64;
+        inner.stats.returned += n;
+        // Freeing memory is allowed in a signalling section; only allocating is not.
+        inner.freed.clear();
+    }
+
+    /// Tables waiting for [`PtPool::release_freed`].
+    pub(crate) fn freed_pending(&self) -> usize {
+        self.inner.lock().freed.len()
+    }
+
+    /// Reserved tables not yet handed out.
+    pub(crate) fn available(&self) -> usize {
+        self.inner.lock().reserved.len()
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        self.inner.lock().stats
+    }
+
+    /// Test hook: makes the next [`PtPool::reserve`] fail with `ENOMEM`.
+    #[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
+    pub(crate) fn fail_next_reserve(&self) {
+        self.inner.lock().fail_next_reserve = true;
+    }
+}
+
+impl TableAllocator for PtPool {
+    fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
+        if size > TABLE_SIZE {
+            return None;
+        }
+        let mut inner = self.inner.lock();
+        let Some((addr, node)) = inner.reserved.pop() else {
+            inner.stats.exhausted += 1;
+            drop(inner);
+            // The budget was wrong: the update that asked fails, and the VM with it.
+            kernel::warn_on!(true);
+            return None;
+        };
+        // Reserved tables are zeroed and never recycled, so the table is zero as io-pgtable
+        // needs; tables are never shared, so a smaller request may have a whole one.
+        inner.stats.used += 1;
+        inner.stats.live += 1;
+        // A fresh address cannot be in the tree: every live table has its own allocation.
+        let _ = inner.live.insert(node);
+        NonNull::new(addr as *mut u8)
+    }
+
+    unsafe fn free(&self, ptr: NonNull<u8>, _size: usize) {
+        let mut inner = self.inner.lock();
+        let Some(node) = inner.live.remove_node(&(ptr.as_ptr() as usize)) else {
+            kernel::warn_on!(true);
+            return;
+        };
+        inner.stats.live -= 1;
+        if let Err(e) = inner.freed.push_within_capacity(node) {
+            // Cannot happen: `freed` has room for every table the pool owns. Leak rather than
+            // free memory the device may still reach.
+            kernel::warn_on!(true);
+            core::mem::forget(e);
+        }
+    }
+}
+
+impl Drop for PtPool {
+    fn drop(&mut self) {
+        let inner = self.inner.lock();
+        // The page table frees every table before its allocator goes.
+        kernel::warn_on!(inner.stats.live != 0);
+    }
+}
