@@ -20,11 +20,20 @@ while read -r f; do install -D -m 644 "$MIRAGE_ROOT/$f" "$work/$f"; done <"$work
 # shellcheck disable=SC2046 # one file name per word
 roots=$(cd "$work" && grep -l '^kernel::module_\|^module!' $(cat files) || true)
 [ -n "$roots" ] || die "no module root (a file with module! or kernel::module_*!) under drivers/ or rust/: nothing to format"
-# The kernel crate's root (rust/kernel/lib.rs) is upstream's, not ours: the
-# overlay's top-level files under rust/ are roots of their own (a mod.rs
-# brings its submodules along).
-# shellcheck disable=SC2046
-roots="$roots $(cd "$work" && grep -E '^rust/(kernel/[^/]+\.rs|kernel/[^/]+/mod\.rs)$' files | tr '\n' ' ')"
+# The kernel crate's root (rust/kernel/lib.rs) is upstream's, not ours: an
+# overlay file under rust/ whose parent module is upstream's (not in the
+# overlay) is a root of its own; the others come along with their parent.
+overlay_roots() {
+	local f dir parent
+	while read -r f; do
+		case "$f" in rust/*) ;; *) continue ;; esac
+		dir=${f%/*}
+		[ "${f##*/}" = mod.rs ] && dir=${dir%/*}
+		parent=$dir.rs
+		grep -qxF "$parent" files || grep -qxF "$dir/mod.rs" files || echo "$f"
+	done <files
+}
+roots="$roots $(cd "$work" && overlay_roots | tr '\n' ' ')"
 args=(--edition 2021 --config-path "$KSRC_IN/.rustfmt.toml")
 if [ "$mode" = --check ]; then
 	(cd "$work" && in_chroot sh -c "cd $work_in && rustfmt --check ${args[*]} $roots")
