@@ -103,6 +103,16 @@ impl Fence {
         unsafe { &*ptr.cast::<Self>() }
     }
 
+    /// The DRM core's stub fence, which is always signalled: the out-fence of work done at once.
+    pub fn signalled() -> ARef<Self> {
+        // SAFETY: `dma_fence_get_stub` returns a new reference to a static fence that is
+        // initialised and signalled.
+        let ptr = unsafe { bindings::dma_fence_get_stub() };
+        // SAFETY: `ptr` is non-null and carries the reference the `ARef` takes over; `Fence`
+        // is a transparent wrapper of `dma_fence`.
+        unsafe { ARef::from_raw(NonNull::new_unchecked(ptr.cast())) }
+    }
+
     /// Returns the raw `dma_fence`.
     pub fn as_raw(&self) -> *mut bindings::dma_fence {
         self.0.get()
@@ -430,6 +440,14 @@ mod tests {
 
     fn ctx<T: Send + Sync>() -> Ctx<T> {
         FenceContext::new(c"test-timeline")
+    }
+
+    #[test]
+    fn the_stub_fence_is_signalled() {
+        let stub = Fence::signalled();
+        assert!(stub.is_signaled());
+        assert_eq!(stub.status(), Some(Ok(())));
+        assert_eq!(stub.wait(false, Delta::from_millis(1)), Ok(()));
     }
 
     #[test]

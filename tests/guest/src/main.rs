@@ -8,8 +8,11 @@ use mirage::uapi::*;
 use mirage::Device;
 use std::io;
 
-type TestResult = Result<(), String>;
+mod vm;
 
+pub type TestResult = Result<(), String>;
+
+#[macro_export]
 macro_rules! check {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
@@ -18,7 +21,7 @@ macro_rules! check {
     };
 }
 
-fn errno(r: io::Result<()>) -> Option<i32> {
+pub fn errno(r: io::Result<()>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
@@ -145,8 +148,8 @@ fn get_param_bad_pointer_is_efault(d: &Device) -> TestResult {
 
 fn unknown_driver_ioctl_is_einval(d: &Device) -> TestResult {
     let mut a = DrmMirageGetParam::default();
-    // The next driver ioctl number, which is not defined.
-    let req = DRM_IOCTL_MIRAGE_GET_PARAM + 1;
+    // A driver ioctl number that is not defined, with GET_PARAM's size and direction.
+    let req = DRM_IOCTL_MIRAGE_GET_PARAM + 0x30;
     // SAFETY: the argument is a valid buffer of the encoded size.
     let r = unsafe { mirage::ioctl(d.file(), req, &mut a) };
     let e = errno(r);
@@ -178,7 +181,7 @@ fn many_clients_open_and_query(_: &Device) -> TestResult {
     Ok(())
 }
 
-fn e2s(e: io::Error) -> String {
+pub fn e2s(e: io::Error) -> String {
     e.to_string()
 }
 
@@ -282,6 +285,15 @@ const TESTS: &[(&str, Test)] = &[
         "syncobj_wait_sees_a_later_cpu_signal",
         syncobj_wait_sees_a_later_cpu_signal,
     ),
+    ("gem_create_and_cpu_mmap", vm::gem_create_and_cpu_mmap),
+    (
+        "gem_create_rejects_bad_input",
+        vm::gem_create_rejects_bad_input,
+    ),
+    ("vm_create_and_destroy", vm::vm_create_and_destroy),
+    ("vm_bind_rejects_bad_input", vm::vm_bind_rejects_bad_input),
+    ("vm_bind_map_and_unmap", vm::vm_bind_map_and_unmap),
+    ("vm_bind_syncs", vm::vm_bind_syncs),
 ];
 
 fn main() -> std::process::ExitCode {

@@ -150,6 +150,10 @@ impl pci::Driver for MirageDriver {
 
         // SAFETY: Nothing else maps or allocates DMA memory for this device during probe.
         unsafe { pdev.dma_set_mask_and_coherent(DmaMask::try_new(regs::DMA_BITS)?)? };
+        // The GPU's page tables map any length of contiguous memory: BOs are DMA-mapped in
+        // segments as long as the pages allow.
+        // SAFETY: As above, nothing is DMA-mapped for this device yet.
+        unsafe { pdev.dma_set_max_seg_size(u32::MAX) };
 
         let vectors = Vectors::alloc_msix(pdev, 1, 1)
             .inspect_err(|e| dev_err!(pdev, "cannot allocate an MSI-X vector: {:?}\n", e))?;
@@ -228,5 +232,11 @@ impl drm::Driver for MirageDriver {
 
     kernel::declare_drm_ioctls! {
         (MIRAGE_GET_PARAM, drm_mirage_get_param, ioctl::RENDER_ALLOW, MirageFile::get_param),
+        (MIRAGE_GEM_CREATE, drm_mirage_gem_create, ioctl::RENDER_ALLOW, MirageFile::gem_create),
+        (MIRAGE_GEM_MMAP_OFFSET, drm_mirage_gem_mmap_offset, ioctl::RENDER_ALLOW,
+            MirageFile::gem_mmap_offset),
+        (MIRAGE_VM_CREATE, drm_mirage_vm_create, ioctl::RENDER_ALLOW, MirageFile::vm_create),
+        (MIRAGE_VM_DESTROY, drm_mirage_vm_destroy, ioctl::RENDER_ALLOW, MirageFile::vm_destroy),
+        (MIRAGE_VM_BIND, drm_mirage_vm_bind, ioctl::RENDER_ALLOW, MirageFile::vm_bind),
     }
 }

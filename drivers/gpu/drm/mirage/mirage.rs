@@ -5,6 +5,7 @@
 //! The device is a PCI function served to QEMU over vfio-user by `tools/mirage-gpu`; see
 //! `Documentation/gpu/mirage.rst`.
 
+mod bind;
 mod driver;
 mod file;
 mod gem;
@@ -14,6 +15,8 @@ mod params;
 mod regs;
 mod reset;
 mod selftest;
+mod syncs;
+mod vm;
 
 kernel::module_pci_driver! {
     type: driver::MirageDriver,

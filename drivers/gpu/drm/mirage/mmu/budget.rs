@@ -20,21 +20,25 @@
 use kernel::{prelude::*, rbtree::RBTree};
 
 use super::{
-    pgtable::PageTable,
+    pgtable::PtRead,
     walker::{level_shift, size_level, Entry, PtOps},
 };
 
-/// A dry run of page-table updates over a [`PageTable`].
-pub(crate) struct Budget<'a> {
-    pt: &'a PageTable,
+/// A dry run of page-table updates over a page table.
+///
+/// It reads the page table through `pt` one walk at a time and allocates between walks: a
+/// caller that reads under the page-table lock never holds it while allocating. The caller
+/// keeps the page table from changing meanwhile (the VM lock).
+pub(crate) struct Budget<'a, R: PtRead> {
+    pt: &'a R,
     /// Entries of levels 0 to 2 the dry run changed, by `(level, va >> level_shift(level))`.
     /// A table the dry run created holds only what the overlay says.
     overlay: RBTree<(usize, u64), Entry>,
     created: usize,
 }
 
-impl<'a> Budget<'a> {
-    pub(crate) fn new(pt: &'a PageTable) -> Self {
+impl<'a, R: PtRead> Budget<'a, R> {
+    pub(crate) fn new(pt: &'a R) -> Self {
         Self {
             pt,
             overlay: RBTree::new(),
@@ -71,7 +75,7 @@ impl<'a> Budget<'a> {
     }
 }
 
-impl PtOps for Budget<'_> {
+impl<R: PtRead> PtOps for Budget<'_, R> {
     fn entry(&self, level: usize, va: u64) -> Entry {
         let mut real = None;
         for l in 0..=level {
@@ -120,7 +124,7 @@ impl PtOps for Budget<'_> {
                     return Err(EEXIST);
                 }
                 // Over a table, the table goes: the overlay entry hides what was below.
-                self.set(level, v, Entry::Leaf { pa: 0 })?;
+                self.set(level, v, Entry::Leaf { pa: 0, prot: 0 })?;
             }
         }
         Ok(())
@@ -135,7 +139,7 @@ impl PtOps for Budget<'_> {
     }
 }
 
-impl Budget<'_> {
+impl<R: PtRead> Budget<'_, R> {
     /// The entry at `level` below a table the dry run created at `from - 1`.
     fn fresh_entry(&self, from: usize, level: usize, va: u64) -> Entry {
         for l in from..=level.min(2) {

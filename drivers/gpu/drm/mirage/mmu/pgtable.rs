@@ -3,9 +3,9 @@
 //! A VM's page table: io-pgtable's `ARM_64_LPAE_S1`, with tables from the VM's pool.
 
 use kernel::{
-    iommu::pgtable::{self, IoPageTable, ARM64LPAES1},
+    iommu::pgtable::{self, prot, IoPageTable, ARM64LPAES1},
     prelude::*,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use super::{
@@ -16,30 +16,44 @@ use super::{
 /// Output-address bits of a descriptor (47:12).
 const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
+/// Leaf bits io-pgtable-arm sets from the protection (`arm_lpae_prot_to_pte`).
+const PTE_AP_RDONLY: u64 = 1 << 7;
+const PTE_UXN: u64 = 1 << 54;
+const PTE_ATTRINDX: u64 = 0b111 << 2;
+const ATTR_IDX_CACHE: u64 = 1 << 2;
+
 /// Decodes the descriptor `pte` found at `level` (0 to 3).
 pub(crate) fn decode(pte: u64, level: usize) -> Entry {
     match (pte & 0b11, level) {
         (0b11, 0..=2) => Entry::Table,
-        (0b11, 3) | (0b01, 1..=2) => Entry::Leaf {
-            pa: pte & OA_MASK & !((1u64 << level_shift(level)) - 1),
-        },
+        (0b11, 3) | (0b01, 1..=2) => {
+            let mut p = prot::READ;
+            if pte & PTE_AP_RDONLY == 0 {
+                p |= prot::WRITE;
+            }
+            if pte & PTE_UXN != 0 {
+                p |= prot::NOEXEC;
+            }
+            if pte & PTE_ATTRINDX == ATTR_IDX_CACHE {
+                p |= prot::CACHE;
+            }
+            Entry::Leaf {
+                pa: pte & OA_MASK & !((1u64 << level_shift(level)) - 1),
+                prot: p,
+            }
+        }
         _ => Entry::Empty,
     }
 }
 
 /// A page table whose tables come from a [`PtPool`].
 ///
-/// # Invariants
-///
-/// `pt` was created with `pool` as its allocator.
-#[allow(dead_code)]
+/// The page table keeps its pool alive; the pool outlives its last table.
 pub(crate) struct PageTable {
     pt: IoPageTable<'static, ARM64LPAES1>,
-    pool: Arc<PtPool>,
     pgsizes: u64,
 }
 
-#[allow(dead_code)]
 impl PageTable {
     /// Creates an empty page table for `va_bits` of VA with the page sizes of `pgsizes` (a
     /// mask of 4 KiB, 2 MiB and 1 GiB; 4 KiB is required).
@@ -59,32 +73,13 @@ impl PageTable {
             // The device reads tables through the CPU's coherent view of memory.
             coherent_walk: true,
         };
-        let pt = IoPageTable::new_with_allocator(config, pool.clone())?;
-        Ok(Self { pt, pool, pgsizes })
+        let pt = IoPageTable::new_with_allocator(config, pool)?;
+        Ok(Self { pt, pgsizes })
     }
 
     /// The page sizes this table maps with.
     pub(crate) fn pgsizes(&self) -> u64 {
         self.pgsizes
-    }
-
-    pub(crate) fn pool(&self) -> &Arc<PtPool> {
-        &self.pool
-    }
-
-    /// The level-0 table's bus address, for the device's TRANSTAB.
-    ///
-    /// # Safety
-    ///
-    /// The device must stop using the page table before it is dropped.
-    pub(crate) unsafe fn ttbr(&self) -> u64 {
-        // SAFETY: Forwarded to the caller.
-        unsafe { self.pt.ttbr() }
-    }
-
-    /// The MAIR to program with [`PageTable::ttbr`].
-    pub(crate) fn mair(&self) -> u64 {
-        self.pt.mair()
     }
 
     /// The descriptors a walk for `va` reads, by level.
@@ -95,6 +90,25 @@ impl PageTable {
     /// Where `va` translates to, if it is mapped.
     pub(crate) fn iova_to_phys(&self, va: u64) -> Option<u64> {
         self.pt.iova_to_phys(va as usize)
+    }
+}
+
+/// Read access to a page table, for the budget's dry run.
+pub(crate) trait PtRead {
+    /// The descriptors a walk for `va` reads, by level.
+    fn walk(&self, va: u64) -> [u64; 4];
+}
+
+impl PtRead for PageTable {
+    fn walk(&self, va: u64) -> [u64; 4] {
+        PageTable::walk(self, va)
+    }
+}
+
+/// Takes the page-table lock for each walk only.
+impl PtRead for Mutex<PageTable> {
+    fn walk(&self, va: u64) -> [u64; 4] {
+        self.lock().walk(va)
     }
 }
 

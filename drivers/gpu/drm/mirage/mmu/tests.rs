@@ -79,10 +79,6 @@ impl Model {
             self.0.insert_within_capacity(at, m).map_err(|_| ENOMEM)
         })
     }
-
-    fn find(&self, va: u64) -> Option<&Mapping> {
-        self.0.iter().find(|m| m.va <= va && va < m.va + m.len)
-    }
 }
 
 /// Deterministic xorshift, so that a failure reproduces.
@@ -106,17 +102,15 @@ enum Op {
     Unmap(u64, u64),
 }
 
-/// Runs `op` over `pt` (the real page table or the dry run). `model` is the state before it,
-/// which gives the protection of blocks split at the edges.
-fn apply(pt: &mut impl PtOps, model: &Model, op: &Op) -> Result {
-    let prot_at = |va: u64| model.find(va).map_or(0, |m| m.prot);
+/// Runs `op` over `pt` (the real page table or the dry run).
+fn apply(pt: &mut impl PtOps, op: &Op) -> Result {
     match *op {
         Op::Map(m) => {
-            unmap_range(pt, PGSIZES, m.va, m.va + m.len, prot_at)?;
+            unmap_range(pt, PGSIZES, m.va, m.va + m.len)?;
             // SAFETY: The page table is never live: the device never sees these addresses.
             unsafe { map_contiguous(pt, PGSIZES, m.va, m.pa, m.len, m.prot) }
         }
-        Op::Unmap(start, end) => unmap_range(pt, PGSIZES, start, end, prot_at),
+        Op::Unmap(start, end) => unmap_range(pt, PGSIZES, start, end),
     }
 }
 
@@ -156,14 +150,14 @@ fn check(pt: &PageTable, model: &Model, start: u64, end: u64) -> Result<[u64; 4]
                         return Err(EINVAL);
                     }
                 }
-                Entry::Leaf { pa } => {
+                Entry::Leaf { pa, prot } => {
                     step = size;
                     seen[level] += 1;
                     let m = current.ok_or(EINVAL)?;
                     let want_pa = m.pa + (va - m.va);
                     let whole = m.va <= va && va + size <= m.va + m.len;
                     let bits = ptes[level] & PROT_BITS;
-                    if !whole || pa != want_pa || bits != expected_bits(m.prot) {
+                    if !whole || pa != want_pa || bits != expected_bits(m.prot) || prot != m.prot {
                         pr_err!(
                             "mirage_pgtable: leaf {:#x} (level {}) -> {:#x} bits {:#x}, model {:?}\n",
                             va,
@@ -237,12 +231,12 @@ mod kunit {
             let op = random_op(&mut rng);
             let need = {
                 let mut dry = Budget::new(&pt);
-                apply(&mut dry, &model, &op)?;
+                apply(&mut dry, &op)?;
                 dry.tables()
             };
             pool.reserve(need)?;
             let used = pool.stats().used;
-            apply(&mut pt, &model, &op)?;
+            apply(&mut pt, &op)?;
             let took = (pool.stats().used - used) as usize;
             if took != need || pool.available() != 0 {
                 pr_err!(
@@ -302,11 +296,11 @@ mod kunit {
         for op in [Op::Map(m), Op::Unmap(BASE + 5 * SZ_4K, BASE + 9 * SZ_4K)] {
             let need = {
                 let mut dry = Budget::new(&pt);
-                apply(&mut dry, &model, &op)?;
+                apply(&mut dry, &op)?;
                 dry.tables()
             };
             pool.reserve(need)?;
-            apply(&mut pt, &model, &op)?;
+            apply(&mut pt, &op)?;
             assert_eq!(pool.available(), 0);
             match op {
                 Op::Map(m) => {
@@ -335,7 +329,6 @@ mod kunit {
     #[test]
     fn unmapping_2m_of_pages_frees_their_table() -> Result {
         let (pool, mut pt) = new_table()?;
-        let model = Model(KVec::new());
         let op = Op::Map(Mapping {
             va: BASE + SZ_4K,
             len: SZ_2M,
@@ -343,10 +336,10 @@ mod kunit {
             prot: prot::READ,
         });
         pool.reserve(4)?;
-        apply(&mut pt, &model, &op)?;
+        apply(&mut pt, &op)?;
         // Levels 1 and 2, and two level-3 tables: the range straddles a 2 MiB boundary.
         assert_eq!(pool.stats().used, 1 + 4);
-        unmap_range(&mut pt, PGSIZES, BASE, BASE + 4 * SZ_2M, |_| 0)?;
+        unmap_range(&mut pt, PGSIZES, BASE, BASE + 4 * SZ_2M)?;
         // Each level-3 table went at its 2 MiB entry, the level-2 table stays.
         assert_eq!(pool.freed_pending(), 2);
         pool.release_freed();

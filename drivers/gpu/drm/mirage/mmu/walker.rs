@@ -39,9 +39,10 @@ pub(crate) enum Entry {
     Empty,
     /// Points to a table of the next level.
     Table,
-    /// A page (level 3) or block (levels 1 and 2) whose first byte maps to `pa` (0 in the
-    /// budget simulation, which does not track addresses).
-    Leaf { pa: u64 },
+    /// A page (level 3) or block (levels 1 and 2) whose first byte maps to `pa`, with the
+    /// io-pgtable protection `prot` (both 0 in the budget simulation, which does not track
+    /// them).
+    Leaf { pa: u64, prot: u32 },
 }
 
 /// The operations the walker needs from a page table.
@@ -113,18 +114,11 @@ pub(crate) unsafe fn map_contiguous(
 /// It goes down from the top level and removes the largest entries inside the range: at
 /// 2 MiB over a table of pages, that frees the table too. A block that straddles an end is
 /// unmapped whole and its part outside the range mapped again with smaller pages (io-pgtable
-/// no longer splits blocks), with `prot`: a block always belongs to one mapping, whose
-/// protection the caller knows.
+/// no longer splits blocks), with the same protection.
 ///
 /// Whether a level-3 entry is valid decides nothing but whether it is unmapped, which creates
 /// or frees no table: the budget simulation relies on that.
-pub(crate) fn unmap_range(
-    pt: &mut impl PtOps,
-    pgsizes: u64,
-    start: u64,
-    end: u64,
-    prot: impl Fn(u64) -> u32,
-) -> Result {
+pub(crate) fn unmap_range(pt: &mut impl PtOps, pgsizes: u64, start: u64, end: u64) -> Result {
     let mut va = start;
     'next: while va < end {
         for level in 0..4 {
@@ -138,11 +132,10 @@ pub(crate) fn unmap_range(
                 }
                 Entry::Table if !(inside && level > 0 && pgsizes & size != 0) => continue,
                 Entry::Table => {}
-                Entry::Leaf { pa } if !inside => {
+                Entry::Leaf { pa, prot: p } if !inside => {
                     pt.unmap(base, size)?;
-                    let p = prot(base);
                     // SAFETY: The parts mapped again were mapped to the same memory a moment
-                    // ago, by the caller's own mapping.
+                    // ago, by a mapping the caller keeps.
                     unsafe {
                         if base < start {
                             map_contiguous(pt, pgsizes, base, pa, start - base, p)?;

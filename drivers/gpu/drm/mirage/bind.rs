@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! `DRM_IOCTL_MIRAGE_VM_BIND`: checking the arguments and turning them into [`BindOp`]s.
+
+use kernel::{
+    device::Bound,
+    dma_buf::fence::Fence,
+    drm::{gem::BaseObject, Registered},
+    pci,
+    prelude::*,
+    transmute::FromBytes,
+    uaccess::{UserPtr, UserSlice},
+    uapi,
+};
+
+use crate::{
+    driver::MirageDevice,
+    file::DrmFile,
+    gem::Bo,
+    syncs::Syncs,
+    vm::{BindOp, Vm},
+};
+
+/// A `struct drm_mirage_vm_bind_op` as read from userspace.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct UserOp(uapi::drm_mirage_vm_bind_op);
+
+// SAFETY: `drm_mirage_vm_bind_op` is integers and a union of integers, with no padding (the
+// uAPI keeps every struct padding-free): every bit pattern is a valid value.
+unsafe impl FromBytes for UserOp {}
+
+const MAX_OPS: u32 = uapi::DRM_MIRAGE_MAX_BIND_OPS;
+const KNOWN_FLAGS: u32 =
+    uapi::DRM_MIRAGE_VM_BIND_FLAG_READONLY | uapi::DRM_MIRAGE_VM_BIND_FLAG_NOEXEC;
+
+/// An op whose fields were checked on their own, before any lookup.
+enum Checked {
+    Map {
+        obj: u32,
+        offset: u64,
+        addr: u64,
+        range: u64,
+        prot: u32,
+    },
+    Unmap {
+        addr: u64,
+        range: u64,
+    },
+    UnmapAll {
+        obj: u32,
+    },
+}
+
+fn aligned(v: u64) -> bool {
+    v % 4096 == 0
+}
+
+/// Checks the fields of `op` that need no lookup.
+fn check_op(op: &uapi::drm_mirage_vm_bind_op) -> Result<Checked> {
+    if op.extensions != 0
+        || op.pad != 0
+        || op.pad2 != 0
+        || op.reserved != [0; 3]
+        || op.prefetch_mem_region_instance != 0
+    {
+        return Err(EINVAL);
+    }
+    // SAFETY: Every member of the union is an integer of the same size.
+    let offset = unsafe { op.__bindgen_anon_1.obj_offset };
+    let (addr, range) = (op.addr, op.range);
+    match op.op {
+        uapi::DRM_MIRAGE_VM_BIND_OP_MAP => {
+            let cached = match u32::from(op.pat_index) {
+                uapi::drm_mirage_pat_DRM_MIRAGE_PAT_WB => true,
+                uapi::drm_mirage_pat_DRM_MIRAGE_PAT_UC => false,
+                _ => return Err(EINVAL),
+            };
+            if op.obj == 0
+                || op.flags & !KNOWN_FLAGS != 0
+                || range == 0
+                || !aligned(addr | range | offset)
+            {
+                return Err(EINVAL);
+            }
+            let readonly = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_READONLY != 0;
+            let noexec = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_NOEXEC != 0;
+            Ok(Checked::Map {
+                obj: op.obj,
+                offset,
+                addr,
+                range,
+                prot: Vm::prot(readonly, noexec, cached),
+            })
+        }
+        uapi::DRM_MIRAGE_VM_BIND_OP_UNMAP => {
+            if op.obj != 0
+                || offset != 0
+                || op.flags != 0
+                || op.pat_index != 0
+                || range == 0
+                || !aligned(addr | range)
+            {
+                return Err(EINVAL);
+            }
+            Ok(Checked::Unmap { addr, range })
+        }
+        uapi::DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL => {
+            if op.obj == 0
+                || offset != 0
+                || op.flags != 0
+                || op.pat_index != 0
+                || addr != 0
+                || range != 0
+            {
+                return Err(EINVAL);
+            }
+            Ok(Checked::UnmapAll { obj: op.obj })
+        }
+        // MAP_USERPTR, PREFETCH and the rest are not supported (yet).
+        _ => Err(EINVAL),
+    }
+}
+
+/// Copies the ops of `args` from userspace.
+fn read_ops(args: &uapi::drm_mirage_vm_bind) -> Result<KVec<UserOp>> {
+    let n = args.num_binds as usize;
+    let mut ops = KVec::with_capacity(n, GFP_KERNEL)?;
+    if n == 1 {
+        // SAFETY: With one op, the union holds it; every bit pattern of it is valid.
+        ops.push(UserOp(unsafe { args.__bindgen_anon_1.bind }), GFP_KERNEL)?;
+        return Ok(ops);
+    }
+    // SAFETY: With several ops, the union holds their address; any u64 is valid.
+    let addr = unsafe { args.__bindgen_anon_1.vector_of_binds };
+    let size = n * core::mem::size_of::<UserOp>();
+    let mut reader = UserSlice::new(UserPtr::from_addr(addr as usize), size).reader();
+    for _ in 0..n {
+        ops.push(reader.read::<UserOp>()?, GFP_KERNEL)?;
+    }
+    Ok(ops)
+}
+
+/// `DRM_IOCTL_MIRAGE_VM_BIND`.
+pub(crate) fn vm_bind(
+    dev: &MirageDevice<Registered>,
+    args: &mut uapi::drm_mirage_vm_bind,
+    file: &DrmFile,
+) -> Result<u32> {
+    if args.extensions != 0 || args.pad != 0 || args.pad2 != 0 || args.reserved != [0; 2] {
+        return Err(EINVAL);
+    }
+    if args.num_binds == 0 {
+        return Err(EINVAL);
+    }
+    if args.num_binds > MAX_OPS {
+        return Err(ENOBUFS);
+    }
+    let user_ops = read_ops(args)?;
+    let mut checked = KVec::with_capacity(user_ops.len(), GFP_KERNEL)?;
+    for op in user_ops.iter() {
+        checked.push(check_op(&op.0)?, GFP_KERNEL)?;
+    }
+
+    let vm = file.inner().vm(args.vm_id)?;
+    // Binds are synchronous: only the VM's default queue exists.
+    if args.exec_queue_id != 0 {
+        return Err(ENOENT);
+    }
+    let mut ops = KVec::with_capacity(checked.len(), GFP_KERNEL)?;
+    for c in checked.into_iter() {
+        let op = match c {
+            Checked::Map {
+                obj,
+                offset,
+                addr,
+                range,
+                prot,
+            } => {
+                let bo = Bo::lookup_handle(file, obj)?;
+                let end = offset.checked_add(range).ok_or(EINVAL)?;
+                if end > bo.size() as u64 {
+                    return Err(EINVAL);
+                }
+                BindOp::Map {
+                    range: vm.check_range(addr, range)?,
+                    bo,
+                    offset,
+                    prot,
+                }
+            }
+            Checked::Unmap { addr, range } => BindOp::Unmap {
+                range: vm.check_range(addr, range)?,
+            },
+            Checked::UnmapAll { obj } => BindOp::UnmapAll {
+                bo: Bo::lookup_handle(file, obj)?,
+            },
+        };
+        ops.push(op, GFP_KERNEL)?;
+    }
+    let syncs = Syncs::parse(file, args.syncs, args.num_syncs)?;
+    // Before the VM lock: an interrupted wait leaves the VM as it was.
+    syncs.wait()?;
+    let pdev: &pci::Device<Bound> = dev.as_ref();
+    vm.bind(pdev.as_ref(), &ops)?;
+    // The bind is done: its out-fence has signalled already.
+    syncs.signal(&Fence::signalled());
+    Ok(0)
+}

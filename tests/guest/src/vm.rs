@@ -1,0 +1,682 @@
+//! GEM objects, VMs and binds through the uAPI: every error with its exact
+//! errno, and the paths that succeed.
+
+use crate::{check, e2s, errno, TestResult};
+use mirage::uapi::*;
+use mirage::{vm_bind_args, Bo, Device};
+
+const SZ_4K: u64 = 4096;
+const SZ_2M: u64 = 2 << 20;
+const SYSTEM: u32 = DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM;
+
+pub fn gem_create_and_cpu_mmap(d: &Device) -> TestResult {
+    let bo = Bo::new(d, 16 * SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let map = bo.mmap().map_err(e2s)?;
+    check!(map.len() == 16 * 4096, "mapping of {} bytes", map.len());
+    for i in 0..16 * 512 {
+        check!(
+            map.read_u64(i * 8).map_err(e2s)? == 0,
+            "new BO not zero at {}",
+            i * 8
+        );
+    }
+    for i in 0..16 * 512u64 {
+        map.write_u64(i as usize * 8, 0x5eed_0000_0000_0000 | i)
+            .map_err(e2s)?;
+    }
+    // A second mapping of the same BO sees the first one's writes.
+    let again = d.mmap(bo.handle(), 16 * 4096).map_err(e2s)?;
+    for i in 0..16 * 512u64 {
+        let v = again.read_u64(i as usize * 8).map_err(e2s)?;
+        check!(v == 0x5eed_0000_0000_0000 | i, "word {i}: {v:#x}");
+    }
+    Ok(())
+}
+
+pub fn gem_create_rejects_bad_input(d: &Device) -> TestResult {
+    let base = DrmMirageGemCreate {
+        size: SZ_4K,
+        flags: SYSTEM,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "no placement",
+            DrmMirageGemCreate { flags: 0, ..base },
+            libc::EINVAL,
+        ),
+        (
+            "VRAM",
+            DrmMirageGemCreate {
+                flags: DRM_MIRAGE_GEM_CREATE_FLAG_VRAM,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "two placements",
+            DrmMirageGemCreate {
+                flags: SYSTEM | DRM_MIRAGE_GEM_CREATE_FLAG_VRAM,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "unknown flag",
+            DrmMirageGemCreate {
+                flags: SYSTEM | 4,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "size 0",
+            DrmMirageGemCreate { size: 0, ..base },
+            libc::EINVAL,
+        ),
+        (
+            "size 4095",
+            DrmMirageGemCreate { size: 4095, ..base },
+            libc::EINVAL,
+        ),
+        (
+            "size 4097",
+            DrmMirageGemCreate { size: 4097, ..base },
+            libc::EINVAL,
+        ),
+        (
+            "huge size",
+            DrmMirageGemCreate {
+                size: !4095,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "extensions",
+            DrmMirageGemCreate {
+                extensions: 8,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        ("pad", DrmMirageGemCreate { pad: 1, ..base }, libc::EINVAL),
+        (
+            "reserved",
+            DrmMirageGemCreate {
+                reserved: [0, 1],
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "unknown VM",
+            DrmMirageGemCreate {
+                vm_id: 0x7777,
+                ..base
+            },
+            libc::ENOENT,
+        ),
+    ];
+    for (what, mut a, want) in cases {
+        let before = a;
+        let e = errno(d.gem_create_raw(&mut a));
+        check!(e == Some(want), "{what}: got {e:?}, want {want}");
+        check!(a == before, "{what}: argument modified on failure");
+    }
+    let mut a = DrmMirageGemMmapOffset {
+        handle: 0x7777,
+        ..Default::default()
+    };
+    let e = errno(d.gem_mmap_offset_raw(&mut a));
+    check!(e == Some(libc::ENOENT), "mmap offset of no BO: {e:?}");
+    let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    for (what, a) in [
+        (
+            "flags",
+            DrmMirageGemMmapOffset {
+                handle: bo.handle(),
+                flags: 1,
+                ..Default::default()
+            },
+        ),
+        (
+            "extensions",
+            DrmMirageGemMmapOffset {
+                handle: bo.handle(),
+                extensions: 1,
+                ..Default::default()
+            },
+        ),
+        (
+            "reserved",
+            DrmMirageGemMmapOffset {
+                handle: bo.handle(),
+                reserved: [1, 0],
+                ..Default::default()
+            },
+        ),
+    ] {
+        let mut a = a;
+        let e = errno(d.gem_mmap_offset_raw(&mut a));
+        check!(e == Some(libc::EINVAL), "mmap offset {what}: {e:?}");
+    }
+    Ok(())
+}
+
+pub fn vm_create_and_destroy(d: &Device) -> TestResult {
+    let a = d.vm_create(0).map_err(e2s)?;
+    let b = d.vm_create(0).map_err(e2s)?;
+    check!(a != 0 && b != 0 && a != b, "ids {a} and {b}");
+    for (what, mut args) in [
+        (
+            "flags",
+            DrmMirageVmCreate {
+                flags: 1,
+                ..Default::default()
+            },
+        ),
+        (
+            "extensions",
+            DrmMirageVmCreate {
+                extensions: 1,
+                ..Default::default()
+            },
+        ),
+        (
+            "reserved",
+            DrmMirageVmCreate {
+                reserved: [0, 1],
+                ..Default::default()
+            },
+        ),
+    ] {
+        let e = errno(d.vm_create_raw(&mut args));
+        check!(e == Some(libc::EINVAL), "create with {what}: {e:?}");
+    }
+    let mut bad = DrmMirageVmDestroy {
+        vm_id: a,
+        pad: 1,
+        ..Default::default()
+    };
+    let e = errno(d.vm_destroy_raw(&mut bad));
+    check!(e == Some(libc::EINVAL), "destroy with pad: {e:?}");
+    d.vm_destroy(a).map_err(e2s)?;
+    let e = errno(d.vm_destroy(a));
+    check!(e == Some(libc::ENOENT), "second destroy: {e:?}");
+    // VM ids are per file.
+    let other = Device::open().map_err(e2s)?;
+    let e = errno(other.vm_destroy(b));
+    check!(e == Some(libc::ENOENT), "another file's VM: {e:?}");
+    d.vm_destroy(b).map_err(e2s)?;
+    Ok(())
+}
+
+/// Sends `args` and checks the errno, and that the VM still works.
+fn bind_fails(d: &Device, what: &str, mut args: DrmMirageVmBind, want: i32) -> TestResult {
+    let e = errno(d.vm_bind_raw(&mut args));
+    check!(e == Some(want), "{what}: got {e:?}, want {want}");
+    Ok(())
+}
+
+pub fn vm_bind_rejects_bad_input(d: &Device) -> TestResult {
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let other_vm = d.vm_create(0).map_err(e2s)?;
+    let bo = Bo::new(d, 4 * SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let private_other = Bo::new(d, SZ_4K, SYSTEM, other_vm).map_err(e2s)?;
+    let h = bo.handle();
+    let map = DrmMirageVmBindOp::map(h, 0, 0x10_0000, 4 * SZ_4K);
+    let one = |op: DrmMirageVmBindOp| vm_bind_args(vm, 0, &[op], &[]).map_err(e2s);
+
+    // The struct itself.
+    let good = one(map)?;
+    bind_fails(
+        d,
+        "extensions",
+        DrmMirageVmBind {
+            extensions: 1,
+            ..good
+        },
+        libc::EINVAL,
+    )?;
+    bind_fails(d, "pad", DrmMirageVmBind { pad: 1, ..good }, libc::EINVAL)?;
+    bind_fails(d, "pad2", DrmMirageVmBind { pad2: 1, ..good }, libc::EINVAL)?;
+    bind_fails(
+        d,
+        "reserved",
+        DrmMirageVmBind {
+            reserved: [0, 1],
+            ..good
+        },
+        libc::EINVAL,
+    )?;
+    bind_fails(
+        d,
+        "no ops",
+        DrmMirageVmBind {
+            num_binds: 0,
+            ..good
+        },
+        libc::EINVAL,
+    )?;
+    bind_fails(
+        d,
+        "unknown VM",
+        DrmMirageVmBind {
+            vm_id: 0x7777,
+            ..good
+        },
+        libc::ENOENT,
+    )?;
+    bind_fails(
+        d,
+        "unknown queue",
+        DrmMirageVmBind {
+            exec_queue_id: 5,
+            ..good
+        },
+        libc::ENOENT,
+    )?;
+    bind_fails(
+        d,
+        "65 syncs",
+        DrmMirageVmBind {
+            num_syncs: 65,
+            syncs: 0x1000,
+            ..good
+        },
+        libc::EINVAL,
+    )?;
+
+    // Over 1024 ops: xe's bind-array-enobufs, refused before the array is read.
+    let many = vec![map; 1025];
+    bind_fails(
+        d,
+        "1025 ops",
+        vm_bind_args(vm, 0, &many, &[]).map_err(e2s)?,
+        libc::ENOBUFS,
+    )?;
+    // An array the kernel cannot read.
+    let mut unreadable = vm_bind_args(vm, 0, &[map, map], &[]).map_err(e2s)?;
+    unreadable.ops = DrmMirageVmBindOps::vector(0x1000);
+    bind_fails(d, "unreadable ops", unreadable, libc::EFAULT)?;
+
+    // Each op field.
+    let unmap = DrmMirageVmBindOp::unmap(0x10_0000, SZ_4K);
+    let all = DrmMirageVmBindOp::unmap_all(h);
+    let cases: Vec<(&str, DrmMirageVmBindOp, i32)> = vec![
+        (
+            "op extensions",
+            DrmMirageVmBindOp {
+                extensions: 1,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        ("op pad", DrmMirageVmBindOp { pad: 1, ..map }, libc::EINVAL),
+        (
+            "op pad2",
+            DrmMirageVmBindOp { pad2: 1, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "op reserved",
+            DrmMirageVmBindOp {
+                reserved: [0, 0, 1],
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "prefetch region",
+            DrmMirageVmBindOp {
+                prefetch_mem_region_instance: 1,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "MAP_USERPTR (not yet)",
+            DrmMirageVmBindOp { op: 2, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "PREFETCH (not yet)",
+            DrmMirageVmBindOp { op: 4, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "unknown op",
+            DrmMirageVmBindOp { op: 5, ..map },
+            libc::EINVAL,
+        ),
+        ("unknown flag", map.with_flags(1 << 1), libc::EINVAL),
+        (
+            "CPU_ADDR_MIRROR (not yet)",
+            map.with_flags(1 << 4),
+            libc::EINVAL,
+        ),
+        ("unknown pat", map.with_pat(2), libc::EINVAL),
+        (
+            "addr unaligned",
+            DrmMirageVmBindOp {
+                addr: 0x10_0800,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "range unaligned",
+            DrmMirageVmBindOp { range: 100, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "offset unaligned",
+            DrmMirageVmBindOp {
+                obj_offset: 512,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "range 0",
+            DrmMirageVmBindOp { range: 0, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "MAP of no object",
+            DrmMirageVmBindOp { obj: 0, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "past the BO",
+            DrmMirageVmBindOp {
+                obj_offset: SZ_4K,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "larger than the BO",
+            DrmMirageVmBindOp {
+                range: 5 * SZ_4K,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "past the VA space",
+            DrmMirageVmBindOp {
+                addr: (1 << 48) - SZ_4K,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "VA wraps",
+            DrmMirageVmBindOp { addr: !4095, ..map },
+            libc::EINVAL,
+        ),
+        (
+            "unknown BO",
+            DrmMirageVmBindOp { obj: 0x7777, ..map },
+            libc::ENOENT,
+        ),
+        (
+            "another VM's private BO",
+            DrmMirageVmBindOp {
+                obj: private_other.handle(),
+                range: SZ_4K,
+                ..map
+            },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP with an object",
+            DrmMirageVmBindOp { obj: h, ..unmap },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP with flags",
+            unmap.with_flags(DRM_MIRAGE_VM_BIND_FLAG_READONLY),
+            libc::EINVAL,
+        ),
+        ("UNMAP with pat", unmap.with_pat(1), libc::EINVAL),
+        (
+            "UNMAP range 0",
+            DrmMirageVmBindOp { range: 0, ..unmap },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP past the VA space",
+            DrmMirageVmBindOp {
+                addr: 1 << 48,
+                ..unmap
+            },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP_ALL with a range",
+            DrmMirageVmBindOp {
+                range: SZ_4K,
+                ..all
+            },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP_ALL with an address",
+            DrmMirageVmBindOp { addr: SZ_4K, ..all },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP_ALL of no object",
+            DrmMirageVmBindOp { obj: 0, ..all },
+            libc::EINVAL,
+        ),
+        (
+            "UNMAP_ALL of an unknown BO",
+            DrmMirageVmBindOp { obj: 0x7777, ..all },
+            libc::ENOENT,
+        ),
+    ];
+    for (what, op, want) in cases {
+        bind_fails(d, what, one(op)?, want)?;
+        // The same op last in an array of good ones fails the same way.
+        let ops = [map, unmap, op];
+        bind_fails(d, what, vm_bind_args(vm, 0, &ops, &[]).map_err(e2s)?, want)?;
+    }
+    // After all that, the VM takes a good bind.
+    d.vm_bind(vm, 0, &[map], &[]).map_err(e2s)?;
+    d.vm_destroy(vm).map_err(e2s)?;
+    d.vm_destroy(other_vm).map_err(e2s)?;
+    Ok(())
+}
+
+pub fn vm_bind_map_and_unmap(d: &Device) -> TestResult {
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let small = Bo::new(d, 16 * SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let big = Bo::new(d, 2 * SZ_2M + SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let private = Bo::new(d, 4 * SZ_4K, SYSTEM, vm).map_err(e2s)?;
+    let bind = |ops: &[DrmMirageVmBindOp]| d.vm_bind(vm, 0, ops, &[]).map_err(e2s);
+    // Sizes 4K, 64K, 2M, 2M+4K at several addresses, some over each other.
+    bind(&[DrmMirageVmBindOp::map(
+        small.handle(),
+        0,
+        0x1000_0000,
+        SZ_4K,
+    )])?;
+    bind(&[DrmMirageVmBindOp::map(
+        small.handle(),
+        0,
+        0x1001_0000,
+        16 * SZ_4K,
+    )])?;
+    bind(&[DrmMirageVmBindOp::map(big.handle(), 0, 0x4000_0000, SZ_2M)])?;
+    bind(&[DrmMirageVmBindOp::map(
+        big.handle(),
+        SZ_2M,
+        0x4020_0000,
+        SZ_2M + SZ_4K,
+    )])?;
+    bind(&[
+        DrmMirageVmBindOp::map(private.handle(), 0, 0x4010_0000, 4 * SZ_4K)
+            .with_flags(DRM_MIRAGE_VM_BIND_FLAG_READONLY | DRM_MIRAGE_VM_BIND_FLAG_NOEXEC)
+            .with_pat(DRM_MIRAGE_PAT_UC),
+    ])?;
+    // Partial unmaps: front, back, middle.
+    bind(&[
+        DrmMirageVmBindOp::unmap(0x1001_0000, SZ_4K),
+        DrmMirageVmBindOp::unmap(0x1001_f000, SZ_4K),
+        DrmMirageVmBindOp::unmap(0x1001_4000, 2 * SZ_4K),
+        DrmMirageVmBindOp::unmap(0x4030_0000, SZ_4K),
+    ])?;
+    // Unmapping where nothing is mapped is not an error.
+    bind(&[DrmMirageVmBindOp::unmap(0x7000_0000, SZ_2M)])?;
+    bind(&[
+        DrmMirageVmBindOp::unmap_all(big.handle()),
+        DrmMirageVmBindOp::unmap_all(big.handle()),
+    ])?;
+    // A map array, then every mapping of a BO at once.
+    let ops: Vec<_> = (0..64)
+        .map(|i| {
+            DrmMirageVmBindOp::map(
+                small.handle(),
+                (i % 16) * SZ_4K,
+                0x2000_0000 + i * SZ_4K,
+                SZ_4K,
+            )
+        })
+        .collect();
+    bind(&ops)?;
+    bind(&[DrmMirageVmBindOp::unmap_all(small.handle())])?;
+    // Destroying a VM with mappings is allowed.
+    bind(&[DrmMirageVmBindOp::map(
+        small.handle(),
+        0,
+        0x3000_0000,
+        16 * SZ_4K,
+    )])?;
+    d.vm_destroy(vm).map_err(e2s)?;
+    Ok(())
+}
+
+pub fn vm_bind_syncs(d: &Device) -> TestResult {
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let map = DrmMirageVmBindOp::map(bo.handle(), 0, 0x100_0000, SZ_4K);
+    let unsignalled = d.syncobj_create(0).map_err(e2s)?;
+    let binary = d.syncobj_create(0).map_err(e2s)?;
+    let timeline = d.syncobj_create(0).map_err(e2s)?;
+    let ready = d.syncobj_create(DRM_SYNCOBJ_CREATE_SIGNALED).map_err(e2s)?;
+
+    // Out-fences: a binary syncobj gets the bind's fence, a timeline one a new point.
+    d.vm_bind(
+        vm,
+        0,
+        &[map],
+        &[
+            DrmMirageSync::signal(binary),
+            DrmMirageSync::signal_point(timeline, 5),
+        ],
+    )
+    .map_err(e2s)?;
+    check!(
+        d.syncobj_wait(binary, 0, 0).is_ok(),
+        "binary out-syncobj not signalled"
+    );
+    check!(
+        d.syncobj_query(timeline).map_err(e2s)? == 5,
+        "timeline not at point 5"
+    );
+    // In-fences that have signalled, binary and timeline.
+    d.vm_bind(
+        vm,
+        0,
+        &[DrmMirageVmBindOp::unmap(0x100_0000, SZ_4K)],
+        &[
+            DrmMirageSync::wait(ready),
+            DrmMirageSync::wait_point(timeline, 5),
+            DrmMirageSync::signal_point(timeline, 6),
+        ],
+    )
+    .map_err(e2s)?;
+    check!(
+        d.syncobj_query(timeline).map_err(e2s)? == 6,
+        "timeline not at point 6"
+    );
+
+    let fails = |what: &str, syncs: &[DrmMirageSync], want: i32| -> TestResult {
+        let e = errno(d.vm_bind(vm, 0, &[map], syncs));
+        check!(e == Some(want), "{what}: got {e:?}, want {want}");
+        Ok(())
+    };
+    // A wait for a syncobj with no fence, or a point not submitted yet, fails.
+    fails(
+        "wait on an empty syncobj",
+        &[DrmMirageSync::wait(unsignalled)],
+        libc::EINVAL,
+    )?;
+    fails(
+        "wait on a future point",
+        &[DrmMirageSync::wait_point(timeline, 7)],
+        libc::EINVAL,
+    )?;
+    fails(
+        "unknown syncobj",
+        &[DrmMirageSync::signal(0x7777)],
+        libc::ENOENT,
+    )?;
+    let s = DrmMirageSync::signal(binary);
+    fails(
+        "sync extensions",
+        &[DrmMirageSync { extensions: 1, ..s }],
+        libc::EINVAL,
+    )?;
+    fails("sync pad", &[DrmMirageSync { pad: 1, ..s }], libc::EINVAL)?;
+    fails(
+        "sync reserved",
+        &[DrmMirageSync {
+            reserved: [1, 0],
+            ..s
+        }],
+        libc::EINVAL,
+    )?;
+    fails(
+        "sync flags",
+        &[DrmMirageSync { flags: 2, ..s }],
+        libc::EINVAL,
+    )?;
+    fails(
+        "sync type",
+        &[DrmMirageSync { type_: 2, ..s }],
+        libc::EINVAL,
+    )?;
+    fails(
+        "binary with a point",
+        &[DrmMirageSync {
+            timeline_value: 1,
+            ..s
+        }],
+        libc::EINVAL,
+    )?;
+    fails(
+        "timeline point 0",
+        &[DrmMirageSync::signal_point(timeline, 0)],
+        libc::EINVAL,
+    )?;
+    // A failed bind signals nothing: the bad op comes after a good signal entry.
+    let bad = DrmMirageVmBindOp { obj: 0x7777, ..map };
+    let fresh = d.syncobj_create(0).map_err(e2s)?;
+    let e = errno(d.vm_bind(vm, 0, &[bad], &[DrmMirageSync::signal(fresh)]));
+    check!(e == Some(libc::ENOENT), "bad op: {e:?}");
+    let e = errno(d.syncobj_wait(fresh, 0, 0));
+    check!(
+        e == Some(libc::ETIME),
+        "a failed bind signalled its out-syncobj ({e:?})"
+    );
+    for h in [unsignalled, binary, timeline, ready, fresh] {
+        d.syncobj_destroy(h).map_err(e2s)?;
+    }
+    d.vm_destroy(vm).map_err(e2s)?;
+    Ok(())
+}
