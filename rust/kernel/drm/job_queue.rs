@@ -102,7 +102,8 @@ pub enum TimeoutAction {
 
 /// A queue of jobs that run on one device queue once their dependencies have signalled.
 ///
-/// See the [module documentation](self).
+/// See the [module documentation](self). Dropping the queue waits for the jobs on the device:
+/// [`JobQueueOps::timed_out`] must eventually kill a job that never finishes.
 ///
 /// # Invariants
 ///
@@ -275,11 +276,13 @@ impl<D: JobQueueOps> JobQueue<D> {
             fence,
             queue,
         } = prepared;
+        // Not under the lock: registering may call into the dependencies' drivers. A wake-up may
+        // run at once; it only queues the worker, which is queued again below.
+        job.as_mut().arm(inner);
         let mut state = inner.state.lock();
+        // Numbered under the lock, so that fence order is queue order.
         let (out, consumer) = FenceContext::publish_owned(&inner.fences, fence);
-        // A wake-up may run as soon as it is registered: it only queues the worker, which finds
-        // the job queued below or is queued again after that.
-        job.as_mut().arm(out, inner);
+        job.as_mut().set_fence(out);
         state.last = Some(consumer.clone());
         if queue == inner.fences.nr() {
             // On a banned queue the worker cancels the job, in order.

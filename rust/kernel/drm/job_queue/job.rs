@@ -139,20 +139,19 @@ impl<D: JobQueueOps> Job<D> {
         Ok(())
     }
 
-    /// Takes the fence to signal and registers the wake-ups on the dependencies. Cannot fail.
-    pub(super) fn arm(
-        self: Pin<&mut Self>,
-        out: OwnedDriverFence<D::FenceOps, ()>,
-        queue: &Arc<Inner<D>>,
-    ) {
-        let this = self.project();
-        *this.out = Some(out);
-        for dep in this.deps.iter_mut() {
+    /// Registers the wake-ups on the dependencies. Cannot fail.
+    pub(super) fn arm(self: Pin<&mut Self>, queue: &Arc<Inner<D>>) {
+        for dep in self.project().deps.iter_mut() {
             // Every dependency is `Prepared` until now: leave an armed one as it is.
             if let Dependency::Prepared(fence, memory) = mem::replace(dep, Dependency::Gone) {
                 *dep = Dependency::Armed(arm(memory, &fence, queue));
             }
         }
+    }
+
+    /// Gives the job the fence to signal when it is done.
+    pub(super) fn set_fence(self: Pin<&mut Self>, out: OwnedDriverFence<D::FenceOps, ()>) {
+        *self.project().out = Some(out);
     }
 
     /// Whether every dependency has signalled. Takes no lock and runs no foreign code.
