@@ -186,6 +186,21 @@ mod kunit {
     }
 
     #[test]
+    fn a_job_committed_to_another_queue_does_not_run() -> Result {
+        let hw = Timeline::new(c"hw");
+        let q = queue(1, LONG, TimeoutAction::Continue)?;
+        let other = queue(1, LONG, TimeoutAction::Continue)?;
+        let (_hw1, hw1_fence) = hw.publish(hw.prepare((), GFP_KERNEL)?);
+        let out = other.commit(q.prepare(TestJob::new(1, &hw1_fence), 1, &[])?);
+        assert_eq!(out.status(), Some(Err(EINVAL)));
+        q.flush();
+        other.flush();
+        assert_eq!(q.ops().order.load(Relaxed), 0);
+        assert_eq!(other.ops().order.load(Relaxed), 0);
+        Ok(())
+    }
+
+    #[test]
     fn credits_limit_the_jobs_on_the_device() -> Result {
         let hw = Timeline::new(c"hw");
         let q = queue(3, LONG, TimeoutAction::Continue)?;
