@@ -50,7 +50,7 @@ use crate::{
     sync::{
         aref::{ARef, AlwaysRefCounted},
         atomic::{Atomic, Relaxed},
-        rcu,
+        rcu, Arc,
     },
     time::{msecs_to_jiffies, Delta},
     types::{NotThreadSafe, Opaque},
@@ -264,6 +264,32 @@ impl<O: FenceOps, T: Send + Sync> FenceContext<O, T> {
         &'a self,
         prepared: PreparedFence<T>,
     ) -> (DriverFence<'a, O, T>, ARef<Fence>) {
+        let (ptr, consumer) = self.init(prepared);
+        // INVARIANT: `init` returns a published, unsignalled fence of `self` with its data, and
+        // a reference that the producer now owns.
+        (DriverFence { ptr, ctx: self }, consumer)
+    }
+
+    /// Publishes a prepared fence like [`FenceContext::publish`], with a producer that keeps the
+    /// context alive instead of borrowing it.
+    ///
+    /// For owners that keep a timeline and its producers side by side, such as a job queue.
+    pub fn publish_owned(
+        this: &Arc<Self>,
+        prepared: PreparedFence<T>,
+    ) -> (OwnedDriverFence<O, T>, ARef<Fence>) {
+        let (ptr, consumer) = this.init(prepared);
+        // INVARIANT: As in `publish`; `ctx` is the context that published the fence.
+        let producer = OwnedDriverFence {
+            ptr,
+            ctx: this.clone(),
+        };
+        (producer, consumer)
+    }
+
+    /// Initialises a prepared fence with the next sequence number. Returns the fence, with one
+    /// reference for the producer, and a consumer reference.
+    fn init(&self, prepared: PreparedFence<T>) -> (NonNull<FenceAlloc<T>>, ARef<Fence>) {
         let seqno = self.seqno.fetch_add(1, Relaxed) + 1;
         self.unsignalled.fetch_add(1, Relaxed);
         let ptr = KBox::into_raw(prepared.alloc);
@@ -278,16 +304,11 @@ impl<O: FenceOps, T: Send + Sync> FenceContext<O, T> {
                 seqno,
             )
         };
-        // SAFETY: The fence was just initialised with one reference, which `DriverFence`
-        // owns; the consumer takes a second one.
+        // SAFETY: The fence was just initialised with one reference, which stays with the
+        // producer; the consumer takes a second one.
         let consumer = ARef::from(unsafe { Fence::from_raw(ptr.cast()) });
-        // INVARIANT: `ptr` is initialised, published, unsignalled, and the reference is owned.
-        let producer = DriverFence {
-            // SAFETY: `KBox::into_raw` never returns NULL.
-            ptr: unsafe { NonNull::new_unchecked(ptr) },
-            ctx: self,
-        };
-        (producer, consumer)
+        // SAFETY: `KBox::into_raw` never returns NULL.
+        (unsafe { NonNull::new_unchecked(ptr) }, consumer)
     }
 
     /// Fences published on this timeline that have not signalled yet.
@@ -358,25 +379,9 @@ impl<'a, O: FenceOps, T: Send + Sync> DriverFence<'a, O, T> {
     /// Signals the fence, with `result`'s error if it failed, and drops the driver data.
     pub fn signal(self, result: Result) {
         let this = ManuallyDrop::new(self);
-        this.signal_inner(result);
-    }
-
-    fn signal_inner(&self, result: Result) {
-        let fence = self.fence().as_raw();
-        if let Err(e) = result {
-            // SAFETY: The fence is alive and not signalled yet (type invariant), and `e` is a
-            // valid negative errno.
-            unsafe { bindings::dma_fence_set_error(fence, e.to_errno()) };
-        }
-        // SAFETY: The fence is alive, and only this producer signals it.
-        unsafe { bindings::dma_fence_signal(fence) };
-        // The ops read no driver data, so it can go now.
-        // SAFETY: The data was not dropped yet (type invariant), and the producer, its only
-        // user, is going away.
-        unsafe { ManuallyDrop::drop(&mut (*self.ptr.as_ptr()).data) };
-        self.ctx.unsignalled.fetch_sub(1, Relaxed);
-        // SAFETY: The producer owns one reference, and does not touch the fence after this.
-        unsafe { bindings::dma_fence_put(fence) };
+        // SAFETY: By the type invariant the fence is a published, unsignalled fence of `ctx`
+        // with its data, and `this` owns a reference that is not used again.
+        unsafe { signal_fence(this.ptr, this.ctx, result) };
     }
 }
 
@@ -392,8 +397,91 @@ impl<O: FenceOps, T: Send + Sync> Deref for DriverFence<'_, O, T> {
 impl<O: FenceOps, T: Send + Sync> Drop for DriverFence<'_, O, T> {
     fn drop(&mut self) {
         // A fence that never signals blocks its waiters for ever: cancel it.
-        self.signal_inner(Err(ECANCELED));
+        // SAFETY: As in `signal`; `self` is not used after its drop.
+        unsafe { signal_fence(self.ptr, self.ctx, Err(ECANCELED)) };
     }
+}
+
+/// The producer of a published fence, like [`DriverFence`], that holds a reference to its
+/// context rather than borrowing it: made by [`FenceContext::publish_owned`].
+///
+/// Signalling or dropping it may drop the last reference to the context, which waits for an RCU
+/// grace period: do that in process context, or keep another reference to the context.
+///
+/// # Invariants
+///
+/// `ptr` is a published, unsignalled fence of `ctx` whose data was not dropped; the
+/// `OwnedDriverFence` owns one reference to it.
+pub struct OwnedDriverFence<O: FenceOps, T: Send + Sync> {
+    ptr: NonNull<FenceAlloc<T>>,
+    ctx: Arc<FenceContext<O, T>>,
+}
+
+// SAFETY: As for `DriverFence`; the context is only used through its atomics.
+unsafe impl<O: FenceOps, T: Send + Sync> Send for OwnedDriverFence<O, T> {}
+// SAFETY: As for `DriverFence`.
+unsafe impl<O: FenceOps, T: Send + Sync> Sync for OwnedDriverFence<O, T> {}
+
+impl<O: FenceOps, T: Send + Sync> OwnedDriverFence<O, T> {
+    /// The fence, as its consumers see it.
+    pub fn fence(&self) -> &Fence {
+        // SAFETY: By the type invariant the fence is initialised and we hold a reference.
+        unsafe { Fence::from_raw(self.ptr.as_ptr().cast()) }
+    }
+
+    /// Signals the fence, with `result`'s error if it failed, and drops the driver data.
+    pub fn signal(self, result: Result) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: By the type invariant the fence is a published, unsignalled fence of `ctx`
+        // with its data, and `this` owns a reference that is not used again.
+        unsafe { signal_fence(this.ptr, &this.ctx, result) };
+        // SAFETY: `this` is never dropped, so its context reference is moved out only here.
+        drop(unsafe { ptr::read(&this.ctx) });
+    }
+}
+
+impl<O: FenceOps, T: Send + Sync> Deref for OwnedDriverFence<O, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: The data lives until the fence signals, which consumes the producer.
+        unsafe { &(*self.ptr.as_ptr()).data }
+    }
+}
+
+impl<O: FenceOps, T: Send + Sync> Drop for OwnedDriverFence<O, T> {
+    fn drop(&mut self) {
+        // SAFETY: As in `signal`; `ptr` is not used after the drop.
+        unsafe { signal_fence(self.ptr, &self.ctx, Err(ECANCELED)) };
+    }
+}
+
+/// Signals the fence at `ptr`, with `result`'s error if it failed, drops its driver data and
+/// gives up the producer's reference.
+///
+/// # Safety
+///
+/// `ptr` is a published, unsignalled fence of `ctx` whose data was not dropped, and the caller
+/// owns one reference to it, which it does not use again.
+unsafe fn signal_fence<O: FenceOps, T: Send + Sync>(
+    ptr: NonNull<FenceAlloc<T>>,
+    ctx: &FenceContext<O, T>,
+    result: Result,
+) {
+    // SAFETY: The caller guarantees that the fence is alive.
+    let fence = unsafe { Fence::from_raw(ptr.as_ptr().cast()) }.as_raw();
+    if let Err(e) = result {
+        // SAFETY: The fence is alive and not signalled yet, and `e` is a valid negative errno.
+        unsafe { bindings::dma_fence_set_error(fence, e.to_errno()) };
+    }
+    // SAFETY: The fence is alive, and only its producer, our caller, signals it.
+    unsafe { bindings::dma_fence_signal(fence) };
+    // The ops read no driver data, so it can go now.
+    // SAFETY: The data was not dropped yet, and the producer, its only user, is going away.
+    unsafe { ManuallyDrop::drop(&mut (*ptr.as_ptr()).data) };
+    ctx.unsignalled.fetch_sub(1, Relaxed);
+    // SAFETY: The caller owns one reference and does not touch the fence after this.
+    unsafe { bindings::dma_fence_put(fence) };
 }
 
 /// A fence signalling critical section, for lockdep: code in it must not allocate memory in a
@@ -414,6 +502,15 @@ impl SignallingSection {
             cookie: unsafe { bindings::dma_fence_begin_signalling() },
             _not_send: NotThreadSafe,
         }
+    }
+
+    /// Whether the calling thread is inside a signalling section (or in atomic context, which
+    /// lockdep checks by other means).
+    ///
+    /// Only lockdep tracks sections: without `CONFIG_LOCKDEP` this is always `true`.
+    pub fn active() -> bool {
+        // A section begun inside another one returns `true`, and ending it leaves the outer one.
+        Self::begin().cookie
     }
 }
 
@@ -534,10 +631,39 @@ mod tests {
     }
 
     #[test]
-    fn a_signalling_section_nests() {
+    fn owned_producers_keep_their_context() -> Result {
+        let ctx = Arc::new(ctx::<u32>(), GFP_KERNEL)?;
+        let (borrowed, first) = ctx.publish(ctx.prepare(1, GFP_KERNEL)?);
+        let (signalled, second) = FenceContext::publish_owned(&ctx, ctx.prepare(2, GFP_KERNEL)?);
+        let (dropped, third) = FenceContext::publish_owned(&ctx, ctx.prepare(3, GFP_KERNEL)?);
+        assert_eq!((first.seqno(), second.seqno(), third.seqno()), (1, 2, 3));
+        assert_eq!((*signalled, *dropped), (2, 3));
+        assert_eq!(ctx.unsignalled(), 3);
+        borrowed.signal(Ok(()));
+        let nr = ctx.nr();
+        drop(ctx);
+        // The producers hold the context now: their fences still count and signal.
+        assert_eq!(signalled.fence().context(), nr);
+        signalled.signal(Err(EIO));
+        assert_eq!(second.status(), Some(Err(EIO)));
+        assert_eq!(third.status(), None);
+        drop(dropped);
+        assert_eq!(third.status(), Some(Err(ECANCELED)));
+        Ok(())
+    }
+
+    #[test]
+    fn signalling_sections_nest_and_are_visible() {
+        // Only lockdep tracks sections; without it `active` is always true.
+        let lockdep = cfg!(CONFIG_LOCKDEP);
+        assert_eq!(SignallingSection::active(), !lockdep);
         let outer = SignallingSection::begin();
+        assert!(SignallingSection::active());
         let inner = SignallingSection::begin();
         drop(inner);
+        // Ending the nested section leaves the outer one.
+        assert!(SignallingSection::active());
         drop(outer);
+        assert_eq!(SignallingSection::active(), !lockdep);
     }
 }

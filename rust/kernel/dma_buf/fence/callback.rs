@@ -50,11 +50,14 @@ unsafe impl<T: FenceCallback> Sync for FenceCallbackRegistration<T> {}
 
 impl<T: FenceCallback> FenceCallbackRegistration<T> {
     /// Registers `data` to be called when `fence` signals.
-    pub fn new<'a>(fence: &'a Fence, data: T) -> impl PinInit<Self, Error> + 'a
+    ///
+    /// Registering cannot fail: a caller that must not fail allocates the memory first (e.g.
+    /// [`KBox::new_uninit`]) and initialises it in place later.
+    pub fn new<'a>(fence: &'a Fence, data: T) -> impl PinInit<Self> + 'a
     where
         T: 'a,
     {
-        try_pin_init!(&this in Self {
+        pin_init!(&this in Self {
             cb: Opaque::uninit(),
             fence: ARef::from(fence),
             armed: false,
