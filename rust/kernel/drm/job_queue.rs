@@ -53,14 +53,10 @@ use crate::{
     bindings,
     dma_buf::fence::{Fence, FenceContext, FenceOps, PreparedFence, SignallingSection},
     list::{List, ListArc},
-    new_spinlock,
     prelude::*,
-    sync::{aref::ARef, Arc, SpinLock, UniqueArc},
+    sync::{aref::ARef, Arc, LockClassKey, SpinLock, UniqueArc},
     time::{msecs_to_jiffies, Delta, Instant, Monotonic},
-    workqueue::{
-        impl_has_delayed_work, impl_has_work, new_delayed_work, new_work, DelayedWork, Work,
-        WorkItem,
-    },
+    workqueue::{impl_has_delayed_work, impl_has_work, DelayedWork, Work, WorkItem},
 };
 
 /// What the driver does for a [`JobQueue`].
@@ -201,6 +197,35 @@ impl<D: JobQueueOps> WorkItem<1> for Inner<D> {
     }
 }
 
+/// The lockdep classes of every job queue's lock and work items, with their names.
+struct LockClasses {
+    names: [&'static CStr; 4],
+    state: Pin<&'static LockClassKey>,
+    work: Pin<&'static LockClassKey>,
+    timeout_work: Pin<&'static LockClassKey>,
+    timeout_timer: Pin<&'static LockClassKey>,
+}
+
+/// Returns the [`LockClasses`] of job queues.
+///
+/// Not generic on purpose: a `static_lock_class!()` in the generic `JobQueue::new` would be one
+/// key for every instantiation, but each crate that instantiates it would bring its own copy of
+/// the class *name*, and lockdep refuses one key with two names (it compares the pointers).
+fn lock_classes() -> LockClasses {
+    LockClasses {
+        names: [
+            c"JobQueue::state",
+            c"JobQueue::work",
+            c"JobQueue::timeout_work",
+            c"JobQueue::timeout_work_timer",
+        ],
+        state: crate::static_lock_class!(),
+        work: crate::static_lock_class!(),
+        timeout_work: crate::static_lock_class!(),
+        timeout_timer: crate::static_lock_class!(),
+    }
+}
+
 impl<D: JobQueueOps> JobQueue<D> {
     /// Makes a queue called `name` (its workqueue and its fence timeline) whose jobs share
     /// `credit_limit` credits, and time out after `timeout` without progress.
@@ -210,6 +235,7 @@ impl<D: JobQueueOps> JobQueue<D> {
         }
         let fences = Arc::new(FenceContext::new(name), GFP_KERNEL)?;
         let wq = ReclaimQueue::new_ordered(name)?;
+        let classes = lock_classes();
         let inner = Arc::pin_init(
             pin_init!(Inner {
                 ops,
@@ -217,7 +243,7 @@ impl<D: JobQueueOps> JobQueue<D> {
                 wq,
                 credit_limit,
                 timeout,
-                state <- new_spinlock!(
+                state <- SpinLock::new(
                     State {
                         pending: List::new(),
                         running: List::new(),
@@ -226,10 +252,16 @@ impl<D: JobQueueOps> JobQueue<D> {
                         progress: Instant::now(),
                         last: None,
                     },
-                    "JobQueue::state"
+                    classes.names[0],
+                    classes.state,
                 ),
-                work <- new_work!("JobQueue::work"),
-                timeout_work <- new_delayed_work!("JobQueue::timeout_work"),
+                work <- Work::new(classes.names[1], classes.work),
+                timeout_work <- DelayedWork::new(
+                    classes.names[2],
+                    classes.timeout_work,
+                    classes.names[3],
+                    classes.timeout_timer,
+                ),
             }),
             GFP_KERNEL,
         )?;

@@ -8,6 +8,7 @@ use mirage::uapi::*;
 use mirage::Device;
 use std::io;
 
+mod exec;
 mod vm;
 
 pub type TestResult = Result<(), String>;
@@ -186,7 +187,7 @@ pub fn e2s(e: io::Error) -> String {
 }
 
 /// CLOCK_MONOTONIC now plus `ms`, in nanoseconds: a syncobj wait deadline.
-fn deadline_in(ms: i64) -> i64 {
+pub fn deadline_in(ms: i64) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -294,6 +295,18 @@ const TESTS: &[(&str, Test)] = &[
     ("vm_bind_rejects_bad_input", vm::vm_bind_rejects_bad_input),
     ("vm_bind_map_and_unmap", vm::vm_bind_map_and_unmap),
     ("vm_bind_syncs", vm::vm_bind_syncs),
+    ("vm_bind_random_vs_model", vm::vm_bind_random_vs_model),
+    (
+        "exec_fill_and_store_through_mappings",
+        exec::exec_fill_and_store_through_mappings,
+    ),
+    (
+        "exec_readonly_and_noexec_fault",
+        exec::exec_readonly_and_noexec_fault,
+    ),
+    ("exec_after_unmap_faults", exec::exec_after_unmap_faults),
+    ("exec_in_and_out_syncobjs", exec::exec_in_and_out_syncobjs),
+    ("exec_rejects_bad_input", exec::exec_rejects_bad_input),
 ];
 
 fn main() -> std::process::ExitCode {

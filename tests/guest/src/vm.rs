@@ -680,3 +680,170 @@ pub fn vm_bind_syncs(d: &Device) -> TestResult {
     d.vm_destroy(vm).map_err(e2s)?;
     Ok(())
 }
+
+/// What `/sys/kernel/debug/mirage/vm-*` says about VM `vm_id` of this process.
+struct VmDebug {
+    usable: bool,
+    /// reserved, used, returned, live, exhausted, unused.
+    pool: [u64; 6],
+    /// (start, end, BO offset) of each mapping, in address order.
+    vas: Vec<(u64, u64, u64)>,
+}
+
+fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
+    let want = format!("vm {vm_id} pid {} ", std::process::id());
+    let dir = std::fs::read_dir("/sys/kernel/debug/mirage").map_err(e2s)?;
+    for e in dir.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut lines = text.lines();
+        let Some(head) = lines.next().filter(|l| l.starts_with(&want)) else {
+            continue;
+        };
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or(u64::MAX);
+        let pool_line = lines.next().ok_or("no pool line")?;
+        let nums: Vec<u64> = pool_line
+            .split_whitespace()
+            .skip(1)
+            .skip(1)
+            .step_by(2)
+            .map(|x| x.parse().unwrap_or(u64::MAX))
+            .collect();
+        let pool: [u64; 6] = nums
+            .try_into()
+            .map_err(|_| format!("pool line {pool_line:?}"))?;
+        let vas = lines
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 5 && f[0] == "va").then(|| (hex(f[1]), hex(f[2]), hex(f[4])))
+            })
+            .collect();
+        return Ok(VmDebug {
+            usable: head.ends_with("usable 1"),
+            pool,
+            vas,
+        });
+    }
+    Err(format!("no debugfs file for VM {vm_id}"))
+}
+
+/// drm_gpuvm's split semantics, by hand: (start, end, bo, offset), no merging.
+#[derive(Clone, Default)]
+struct Model(Vec<(u64, u64, usize, u64)>);
+
+impl Model {
+    fn unmap(&mut self, start: u64, end: u64) {
+        let mut out = Vec::new();
+        for &(s, e, bo, off) in &self.0 {
+            if e <= start || s >= end {
+                out.push((s, e, bo, off));
+                continue;
+            }
+            if s < start {
+                out.push((s, start, bo, off));
+            }
+            if e > end {
+                out.push((end, e, bo, off + (end - s)));
+            }
+        }
+        out.sort();
+        self.0 = out;
+    }
+
+    fn map(&mut self, start: u64, end: u64, bo: usize, off: u64) {
+        self.unmap(start, end);
+        self.0.push((start, end, bo, off));
+        self.0.sort();
+    }
+
+    fn unmap_all(&mut self, bo: usize) {
+        self.0.retain(|m| m.2 != bo);
+    }
+
+    fn vas(&self) -> Vec<(u64, u64, u64)> {
+        self.0.iter().map(|&(s, e, _, o)| (s, e, o)).collect()
+    }
+}
+
+/// Random map, unmap and UNMAP_ALL arrays, 2 MiB blocks and pieces of them included; after each
+/// bind the VA tree (through debugfs) must match the model, and the page-table budget must have
+/// been exact. An array with one bad op must change nothing.
+pub fn vm_bind_random_vs_model(d: &Device) -> TestResult {
+    const BASE: u64 = 0x8000_0000;
+    const WINDOW: u64 = 16 << 20;
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let sizes = [4 * SZ_2M, SZ_2M + 64 * SZ_4K, 64 * SZ_4K];
+    let bos: Vec<Bo> = sizes
+        .iter()
+        .map(|&s| Bo::new(d, s, SYSTEM, 0))
+        .collect::<std::io::Result<_>>()
+        .map_err(e2s)?;
+    // A BO private to another VM: an op mapping it fails inside the bind's prepare phase,
+    // after the ops ahead of it took their memory.
+    let other_vm = d.vm_create(0).map_err(e2s)?;
+    let foreign = Bo::new(d, SZ_4K, SYSTEM, other_vm).map_err(e2s)?;
+    let mut model = Model::default();
+    let mut seed: u64 = 0x5eed_b1d5;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for step in 0..300 {
+        let mut ops = Vec::new();
+        let mut next = model.clone();
+        for _ in 0..1 + rnd(4) {
+            let align = if rnd(2) == 0 { SZ_2M } else { SZ_4K };
+            let addr = BASE + rnd(WINDOW / align) * align;
+            match rnd(6) {
+                0..=2 => {
+                    let b = rnd(3) as usize;
+                    let size = sizes[b];
+                    let off = rnd(size / SZ_4K) * SZ_4K;
+                    let off = if rnd(2) == 0 { off & !(SZ_2M - 1) } else { off };
+                    let max = (size - off).min(BASE + WINDOW - addr);
+                    let range = (1 + rnd(max / SZ_4K)) * SZ_4K;
+                    ops.push(DrmMirageVmBindOp::map(bos[b].handle(), off, addr, range));
+                    next.map(addr, addr + range, b, off);
+                }
+                3..=4 => {
+                    let range = (1 + rnd((BASE + WINDOW - addr) / SZ_4K).min(1024)) * SZ_4K;
+                    ops.push(DrmMirageVmBindOp::unmap(addr, range));
+                    next.unmap(addr, addr + range);
+                }
+                _ => {
+                    let b = rnd(3) as usize;
+                    ops.push(DrmMirageVmBindOp::unmap_all(bos[b].handle()));
+                    next.unmap_all(b);
+                }
+            }
+        }
+        if step % 10 == 9 {
+            // A bad op last: the whole array fails and the VM stays as it was.
+            ops.push(DrmMirageVmBindOp::map(foreign.handle(), 0, BASE, SZ_4K));
+            let e = errno(d.vm_bind(vm, 0, &ops, &[]));
+            check!(e == Some(libc::EINVAL), "step {step}: bad array gave {e:?}");
+        } else {
+            d.vm_bind(vm, 0, &ops, &[])
+                .map_err(|e| format!("step {step}: {e}"))?;
+            model = next;
+        }
+        let dbg = vm_debug(vm)?;
+        check!(dbg.usable, "step {step}: VM unusable");
+        check!(
+            dbg.vas == model.vas(),
+            "step {step}: VA tree\n{:x?}\nmodel\n{:x?}",
+            dbg.vas,
+            model.vas()
+        );
+        let [reserved, used, _, _, exhausted, unused] = dbg.pool;
+        check!(
+            exhausted == 0 && unused == 0 && reserved == used,
+            "step {step}: pool {:?}",
+            dbg.pool
+        );
+    }
+    d.vm_destroy(vm).map_err(e2s)?;
+    d.vm_destroy(other_vm).map_err(e2s)?;
+    Ok(())
+}

@@ -123,6 +123,8 @@ fn device_fixed() -> HashMap<&'static str, u64> {
         ("DMA_STATUS", dev::DMA_STATUS),
         ("GPU_COMMAND", dev::GPU_COMMAND),
         ("RESET_COUNT", dev::RESET_COUNT),
+        ("MMU_FAULT_STATUS", dev::MMU_FAULT_STATUS),
+        ("MMU_FAULT_CLEAR", dev::MMU_FAULT_CLEAR),
         ("JOB_DONE_STATUS", dev::JOB_DONE_STATUS),
         ("JOB_DONE_CLEAR", dev::JOB_DONE_CLEAR),
         ("QUEUE_ERROR_STATUS", dev::QUEUE_ERROR_STATUS),
@@ -271,6 +273,9 @@ fn interrupt_bits_and_command_codes_agree() {
     assert_eq!(c("GPU_CMD_SOFT_RESET"), u64::from(dev::GPU_CMD_SOFT_RESET));
     assert_eq!(c("AS_CMD_UPDATE"), u64::from(dev::AS_CMD_UPDATE));
     assert_eq!(c("Q_CMD_RESET"), u64::from(dev::Q_CMD_RESET));
+    assert_eq!(c("AS_CMD_FLUSH_RANGE"), u64::from(dev::AS_CMD_FLUSH_RANGE));
+    assert_eq!(c("Q_CMD_RESUME"), u64::from(dev::Q_CMD_RESUME));
+    assert_eq!(c("JOB_STATUS_OK"), u64::from(dev::JOB_OK));
     assert_eq!(c("DMA_DONE"), u64::from(dev::DMA_DONE));
     assert_eq!(c("VERSION_MAJOR"), u64::from(dev::VERSION_MAJOR));
     assert_eq!(1u64 << c("DMA_BITS"), dev::VRAM_BASE);

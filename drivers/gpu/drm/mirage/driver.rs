@@ -3,6 +3,7 @@
 //! PCI probe, the interrupt self-test, and DRM registration.
 
 use kernel::{
+    debugfs,
     device::{Bound, Core, DeviceContext},
     dma::{Device as _, DmaMask},
     drm::{self, ioctl},
@@ -10,6 +11,7 @@ use kernel::{
     irq, pci,
     prelude::*,
     sync::Arc,
+    time::Delta,
     types::ScopeGuard,
     uapi,
 };
@@ -17,6 +19,7 @@ use kernel::{
 use crate::{
     file::MirageFile,
     gem::Bo,
+    gpu::Gpu,
     irq::{self as mirage_irq, Bar0, IrqHandler, Vectors},
     params::DeviceInfo,
     regs, reset, selftest,
@@ -31,6 +34,12 @@ pub(crate) struct MirageDriver;
 /// Data of the DRM device: immutable once probed.
 pub(crate) struct MirageData {
     pub(crate) info: DeviceInfo,
+    /// `/sys/kernel/debug/mirage`: one file per VM.
+    pub(crate) debugfs: debugfs::Dir,
+    /// The device's queues and address spaces.
+    pub(crate) gpu: Arc<Gpu>,
+    /// How long a job may run (the `job_timeout_ms` parameter).
+    pub(crate) job_timeout: Delta,
 }
 
 pub(crate) type MirageDevice<Ctx = drm::Normal> = drm::Device<MirageDriver, Ctx>;
@@ -39,14 +48,14 @@ pub(crate) type MirageDevice<Ctx = drm::Normal> = drm::Device<MirageDriver, Ctx>
 #[pin_data]
 pub(crate) struct MirageRegData<'bound> {
     // Declared before `_vectors`: it is made from them and must be freed first.
-    _irq: Pin<KBox<irq::ThreadedRegistration<'bound, IrqHandler<'bound>>>>,
+    _irq: Pin<KBox<irq::ThreadedRegistration<'bound, IrqHandler>>>,
     _vectors: Vectors<'bound>,
 }
 
 /// Data of the bound PCI device.
 pub(crate) struct MiragePci<'bound> {
     _reg: drm::Registration<'bound, MirageDriver>,
-    bar: Arc<Bar0<'bound>>,
+    gpu: Arc<Gpu>,
 }
 
 kernel::pci_device_table!(
@@ -131,22 +140,20 @@ impl pci::Driver for MirageDriver {
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pdev.enable_device_mem()?;
 
-        let bar = Arc::new(
-            pdev.iomap_region_sized::<{ regs::BAR0_MAPPED }>(0, c"mirage")?,
-            GFP_KERNEL,
-        )?;
-        let info = identify(pdev, &bar)?;
-        // The device may be in any state: a previous driver instance may have left queues
-        // running, or crashed. Bus mastering lets it DMA, so quiesce it first.
-        reset::quiesce(&bar)
-            .inspect_err(|e| dev_err!(pdev, "the device did not finish a soft reset: {:?}\n", e))?;
+        let bar = pdev
+            .iomap_region_sized::<{ regs::BAR0_MAPPED }>(0, c"mirage")?
+            .into_devres()?;
+        let info = {
+            let b = bar.access(pdev.as_ref())?;
+            let info = identify(pdev, b)?;
+            // The device may be in any state: a previous driver instance may have left queues
+            // running, or crashed. Bus mastering lets it DMA, so quiesce it first.
+            reset::quiesce(b).inspect_err(|e| {
+                dev_err!(pdev, "the device did not finish a soft reset: {:?}\n", e)
+            })?;
+            info
+        };
         pdev.set_master();
-        // From here on the device may DMA into memory this function frees on failure.
-        let quiesce_on_error = ScopeGuard::new(|| {
-            if reset::quiesce(&bar).is_err() {
-                dev_err!(pdev, "cannot quiesce the device after a failed probe\n");
-            }
-        });
 
         // SAFETY: Nothing else maps or allocates DMA memory for this device during probe.
         unsafe { pdev.dma_set_mask_and_coherent(DmaMask::try_new(regs::DMA_BITS)?)? };
@@ -154,6 +161,16 @@ impl pci::Driver for MirageDriver {
         // segments as long as the pages allow.
         // SAFETY: As above, nothing is DMA-mapped for this device yet.
         unsafe { pdev.dma_set_max_seg_size(u32::MAX) };
+
+        // The device is quiet and has been given no memory yet.
+        let gpu = Arc::pin_init(Gpu::new(pdev, bar)?, GFP_KERNEL)?;
+        let bar = gpu.bar(pdev.as_ref())?;
+        // From here on the device may DMA into memory this function frees on failure.
+        let quiesce_on_error = ScopeGuard::new(|| {
+            if reset::quiesce(bar).is_err() {
+                dev_err!(pdev, "cannot quiesce the device after a failed probe\n");
+            }
+        });
 
         let vectors = Vectors::alloc_msix(pdev, 1, 1)
             .inspect_err(|e| dev_err!(pdev, "cannot allocate an MSI-X vector: {:?}\n", e))?;
@@ -167,17 +184,29 @@ impl pci::Driver for MirageDriver {
                     request,
                     irq::Flags::TRIGGER_NONE,
                     c"mirage",
-                    Ok::<_, Error>(IrqHandler::new(bar.clone())),
+                    Ok::<_, Error>(IrqHandler::new(gpu.clone())),
                 )
             },
             GFP_KERNEL,
         )?;
         bar.write_reg(mirage_irq::handled_sources());
-        selftest::ping(pdev, &bar, irq.handler())?;
-        selftest::dma_fill(pdev, &bar, irq.handler())?;
-        selftest::mmu_job(pdev, &bar, irq.handler())?;
+        selftest::ping(pdev, bar, irq.handler())?;
+        selftest::dma_fill(pdev, bar, irq.handler())?;
+        selftest::mmu_job(pdev, bar, irq.handler())?;
+        // The MMU self-test rang queue 0 once.
+        gpu.set_tail(0, 1);
 
-        let drm = drm::UnregisteredDevice::<MirageDriver>::new(pdev, Ok(MirageData { info }))?;
+        let drm = drm::UnregisteredDevice::<MirageDriver>::new(
+            pdev,
+            Ok(MirageData {
+                info,
+                debugfs: debugfs::Dir::new(c"mirage"),
+                gpu: gpu.clone(),
+                job_timeout: Delta::from_millis(i64::from(
+                    crate::module_parameters::job_timeout_ms.value(),
+                )),
+            }),
+        )?;
         let reg_data = try_pin_init!(MirageRegData {
             _irq: irq,
             _vectors: vectors,
@@ -194,14 +223,19 @@ impl pci::Driver for MirageDriver {
             info.vram_size >> 20,
             info.va_bits
         );
-        Ok(MiragePci { _reg: reg, bar })
+        Ok(MiragePci { _reg: reg, gpu })
     }
 
     fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
         // Nothing may DMA into memory the driver frees next, nor interrupt once the handler is
         // gone, and the next probe should find a quiet device.
-        if let Err(e) = reset::quiesce(&this.bar) {
-            dev_err!(pdev, "cannot quiesce the device at unbind: {:?}\n", e);
+        match this.gpu.bar(pdev.as_ref()) {
+            Ok(bar) => {
+                if let Err(e) = reset::quiesce(bar) {
+                    dev_err!(pdev, "cannot quiesce the device at unbind: {:?}\n", e);
+                }
+            }
+            Err(e) => dev_err!(pdev, "no BAR at unbind: {:?}\n", e),
         }
         // The PCI core leaves bus mastering on after remove.
         pdev.clear_master();
@@ -238,5 +272,12 @@ impl drm::Driver for MirageDriver {
         (MIRAGE_VM_CREATE, drm_mirage_vm_create, ioctl::RENDER_ALLOW, MirageFile::vm_create),
         (MIRAGE_VM_DESTROY, drm_mirage_vm_destroy, ioctl::RENDER_ALLOW, MirageFile::vm_destroy),
         (MIRAGE_VM_BIND, drm_mirage_vm_bind, ioctl::RENDER_ALLOW, MirageFile::vm_bind),
+        (MIRAGE_EXEC_QUEUE_CREATE, drm_mirage_exec_queue_create, ioctl::RENDER_ALLOW,
+            MirageFile::exec_queue_create),
+        (MIRAGE_EXEC_QUEUE_DESTROY, drm_mirage_exec_queue_destroy, ioctl::RENDER_ALLOW,
+            MirageFile::exec_queue_destroy),
+        (MIRAGE_EXEC, drm_mirage_exec, ioctl::RENDER_ALLOW, MirageFile::exec),
+        (MIRAGE_VM_GET_STATE, drm_mirage_vm_get_state, ioctl::RENDER_ALLOW,
+            MirageFile::vm_get_state),
     }
 }

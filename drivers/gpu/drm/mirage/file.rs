@@ -3,10 +3,12 @@
 //! Per-client state, and the ioctls that manage it.
 
 use kernel::{
+    debugfs,
     drm::{self, Registered},
     new_mutex,
     prelude::*,
     rbtree::RBTree,
+    str::CString,
     sync::{Arc, Mutex},
     uapi,
 };
@@ -14,6 +16,7 @@ use kernel::{
 use crate::{
     bind,
     driver::{MirageDevice, MirageDriver, MirageRegData},
+    exec::{self, ExecQueue},
     gem,
     vm::Vm,
 };
@@ -21,15 +24,55 @@ use crate::{
 /// Most VMs one file may have.
 const MAX_VMS: usize = 1024;
 
+/// A VM of a file, with its debugfs file.
+struct VmEntry {
+    // Removed first: a read in progress holds the VM.
+    _debugfs: Pin<KBox<debugfs::File<VmDebug>>>,
+    vm: Arc<Vm>,
+}
+
+/// What `/sys/kernel/debug/mirage/vm-<serial>` shows: the VM's uAPI id, the process that made
+/// it, whether it is usable, the page-table pool's counters and the VA tree.
+struct VmDebug {
+    vm: Arc<Vm>,
+    id: u32,
+    pid: i32,
+}
+
+impl debugfs::Writer for VmDebug {
+    fn write(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        writeln!(
+            f,
+            "vm {} pid {} usable {}",
+            self.id,
+            self.pid,
+            u8::from(self.vm.is_usable())
+        )?;
+        self.vm.show(f)
+    }
+}
+
 /// The VMs of a file, by id.
 struct Vms {
-    by_id: RBTree<u32, Arc<Vm>>,
+    by_id: RBTree<u32, VmEntry>,
     count: usize,
     next_id: u32,
 }
 
+/// The exec queues of a file, by id.
+struct Queues {
+    by_id: RBTree<u32, Arc<ExecQueue>>,
+    next_id: u32,
+}
+
+/// Most exec queues one file may have.
+const MAX_QUEUES: usize = 1024;
+
 #[pin_data]
 pub(crate) struct MirageFile {
+    // Dropped first: a queue waits for its job on the device, and holds its VM.
+    #[pin]
+    queues: Mutex<Queues>,
     #[pin]
     vms: Mutex<Vms>,
 }
@@ -42,6 +85,10 @@ impl drm::file::DriverFile for MirageFile {
     fn open(_dev: &drm::Device<Self::Driver>) -> Result<Pin<KBox<Self>>> {
         KBox::try_pin_init(
             try_pin_init!(Self {
+                queues <- new_mutex!(Queues {
+                    by_id: RBTree::new(),
+                    next_id: 1,
+                }),
                 vms <- new_mutex!(Vms {
                     by_id: RBTree::new(),
                     count: 0,
@@ -56,7 +103,73 @@ impl drm::file::DriverFile for MirageFile {
 impl MirageFile {
     /// The VM `id` of this file.
     pub(crate) fn vm(&self, id: u32) -> Result<Arc<Vm>> {
-        self.vms.lock().by_id.get(&id).cloned().ok_or(ENOENT)
+        self.vms
+            .lock()
+            .by_id
+            .get(&id)
+            .map(|e| e.vm.clone())
+            .ok_or(ENOENT)
+    }
+
+    /// The exec queue `id` of this file.
+    pub(crate) fn exec_queue(&self, id: u32) -> Result<Arc<ExecQueue>> {
+        self.queues.lock().by_id.get(&id).cloned().ok_or(ENOENT)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE`.
+    pub(crate) fn exec_queue_create(
+        dev: &MirageDevice<Registered>,
+        _reg: &MirageRegData<'_>,
+        args: &mut uapi::drm_mirage_exec_queue_create,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        exec::check_create(args)?;
+        let vm = file.inner().vm(args.vm_id)?;
+        let queue = Arc::new(ExecQueue::new(&dev.gpu, vm, dev.job_timeout)?, GFP_KERNEL)?;
+        let node = kernel::rbtree::RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let inner = file.inner();
+        let mut queues = inner.queues.lock();
+        if queues.by_id.iter().count() >= MAX_QUEUES {
+            return Err(ENOSPC);
+        }
+        let mut id = queues.next_id;
+        while queues.by_id.get(&id).is_some() {
+            id = id.checked_add(1).unwrap_or(1);
+        }
+        queues.next_id = id.checked_add(1).unwrap_or(1);
+        queues.by_id.insert(node.into_node(id, queue));
+        args.exec_queue_id = id;
+        Ok(0)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY`.
+    pub(crate) fn exec_queue_destroy(
+        _dev: &MirageDevice<Registered>,
+        _reg: &MirageRegData<'_>,
+        args: &mut uapi::drm_mirage_exec_queue_destroy,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.extensions != 0 || args.pad != 0 || args.reserved != [0; 2] {
+            return Err(EINVAL);
+        }
+        let queue = {
+            let inner = file.inner();
+            let mut queues = inner.queues.lock();
+            queues.by_id.remove(&args.exec_queue_id).ok_or(ENOENT)?
+        };
+        // Outside the lock: the last reference waits for the queue's job on the device.
+        drop(queue);
+        Ok(0)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_EXEC`.
+    pub(crate) fn exec(
+        _dev: &MirageDevice<Registered>,
+        _reg: &MirageRegData<'_>,
+        args: &mut uapi::drm_mirage_exec,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        exec::exec(args, file)
     }
 
     /// `DRM_IOCTL_MIRAGE_GET_PARAM`.
@@ -100,8 +213,14 @@ impl MirageFile {
         if args.extensions != 0 || args.flags != 0 || args.reserved != [0; 2] {
             return Err(EINVAL);
         }
-        let vm = Vm::new(dev, dev.info.va_bits, dev.info.pgsize_bitmap.into())?;
-        // The tree node is allocated before the lock: nothing is allocated under it.
+        let vm = Vm::new(
+            dev,
+            &dev.gpu,
+            dev.info.va_bits,
+            dev.info.pgsize_bitmap.into(),
+        )?;
+        let name = CString::try_from_fmt(fmt!("vm-{}", vm.serial()))?;
+        // Allocated before the lock: nothing is allocated under it.
         let node = kernel::rbtree::RBTreeNodeReservation::new(GFP_KERNEL)?;
         let inner = file.inner();
         let mut vms = inner.vms.lock();
@@ -112,8 +231,21 @@ impl MirageFile {
         while vms.by_id.get(&id).is_some() {
             id = id.checked_add(1).unwrap_or(1);
         }
+        let debug = VmDebug {
+            vm: vm.clone(),
+            id,
+            pid: current!().tgid(),
+        };
+        // debugfs files are best effort: one that cannot be made is empty, not an error.
+        let debugfs = KBox::pin_init(dev.debugfs.read_only_file(&name, debug), GFP_KERNEL)?;
         vms.next_id = id.checked_add(1).unwrap_or(1);
-        vms.by_id.insert(node.into_node(id, vm));
+        vms.by_id.insert(node.into_node(
+            id,
+            VmEntry {
+                _debugfs: debugfs,
+                vm,
+            },
+        ));
         vms.count += 1;
         args.vm_id = id;
         Ok(0)
@@ -138,6 +270,25 @@ impl MirageFile {
         };
         // Torn down outside the file's lock; jobs that still hold the VM keep it until they end.
         drop(vm);
+        Ok(0)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_GET_STATE`.
+    pub(crate) fn vm_get_state(
+        _dev: &MirageDevice<Registered>,
+        _reg: &MirageRegData<'_>,
+        args: &mut uapi::drm_mirage_vm_get_state,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.extensions != 0 || args.reserved != [0; 2] {
+            return Err(EINVAL);
+        }
+        let vm = file.inner().vm(args.vm_id)?;
+        args.state = if vm.is_usable() {
+            uapi::drm_mirage_vm_state_DRM_MIRAGE_VM_STATE_USABLE
+        } else {
+            uapi::drm_mirage_vm_state_DRM_MIRAGE_VM_STATE_UNUSABLE
+        };
         Ok(0)
     }
 

@@ -16,7 +16,7 @@ use kernel::{
     },
 };
 
-use crate::regs;
+use crate::{gpu::Gpu, regs};
 
 pub(crate) type Bar0<'bound> = pci::Bar<'bound, { regs::BAR0_MAPPED }>;
 
@@ -88,8 +88,8 @@ pub(crate) fn handled_sources() -> regs::IRQ_MASK {
 /// `IRQ_STATUS` and leaves the sources in `pending` for the thread. The thread reads no
 /// register for a job completion: completion records are in memory, where their waiters read
 /// them.
-pub(crate) struct IrqHandler<'bound> {
-    bar: Arc<Bar0<'bound>>,
+pub(crate) struct IrqHandler {
+    gpu: Arc<Gpu>,
     /// Sources acknowledged by the hard half and not yet handled by the thread.
     pending: Atomic<u32>,
     pings: Atomic<u32>,
@@ -98,10 +98,10 @@ pub(crate) struct IrqHandler<'bound> {
     queue_errors: Atomic<u32>,
 }
 
-impl<'bound> IrqHandler<'bound> {
-    pub(crate) fn new(bar: Arc<Bar0<'bound>>) -> Self {
+impl IrqHandler {
+    pub(crate) fn new(gpu: Arc<Gpu>) -> Self {
         Self {
-            bar,
+            gpu,
             pending: Atomic::new(0),
             pings: Atomic::new(0),
             dma_done: Atomic::new(0),
@@ -131,14 +131,17 @@ impl<'bound> IrqHandler<'bound> {
     }
 }
 
-impl irq::ThreadedHandler for IrqHandler<'_> {
+impl irq::ThreadedHandler for IrqHandler {
     fn handle(&self) -> ThreadedIrqReturn {
-        let status = self.bar.read(regs::IRQ_STATUS).into_raw();
+        let Some(bar) = self.gpu.try_bar() else {
+            return ThreadedIrqReturn::None;
+        };
+        let status = bar.read(regs::IRQ_STATUS).into_raw();
         if status == 0 {
             return ThreadedIrqReturn::None;
         }
         // Ack before handling, so that an event arriving meanwhile raises a new interrupt.
-        self.bar.write_reg(regs::IRQ_CLEAR::from(status));
+        bar.write_reg(regs::IRQ_CLEAR::from(status));
         // Release: the thread that takes these bits also sees what the device wrote before it
         // raised them (the MMIO read above ordered those writes before us).
         let mut old = self.pending.load(Relaxed);
@@ -167,10 +170,15 @@ impl irq::ThreadedHandler for IrqHandler<'_> {
         }
         if status.queue_error() {
             // An error is rare, so reading which queue stopped costs nothing that matters.
-            let failed = self.bar.read(regs::QUEUE_ERROR_STATUS);
-            self.bar
-                .write_reg(regs::QUEUE_ERROR_CLEAR::from(failed.into_raw()));
+            if let Some(bar) = self.gpu.try_bar() {
+                let failed = bar.read(regs::QUEUE_ERROR_STATUS);
+                bar.write_reg(regs::QUEUE_ERROR_CLEAR::from(failed.into_raw()));
+            }
             self.queue_errors.fetch_add(1, Release);
+        }
+        if status.job() || status.queue_error() {
+            // Completion records are in memory: jobs end without a register read each.
+            self.gpu.complete();
         }
         IrqReturn::Handled
     }

@@ -7,8 +7,10 @@
 
 mod bind;
 mod driver;
+mod exec;
 mod file;
 mod gem;
+mod gpu;
 mod irq;
 mod mmu;
 mod params;
@@ -24,4 +26,10 @@ kernel::module_pci_driver! {
     authors: ["The mirage developers"],
     description: "Rust DRM driver for the mirage virtual GPU",
     license: "Dual MIT/GPL",
+    params: {
+        job_timeout_ms: u32 {
+            default: 5000,
+            description: "How long a job may run before it is killed and its exec queue banned",
+        },
+    },
 }

@@ -155,6 +155,16 @@ register! {
         31:0 value;
     }
 
+    /// Bit n: address space n has a fault latched (abort mode).
+    pub(crate) MMU_FAULT_STATUS(u32) @ 0x070 {
+        15:0 spaces;
+    }
+
+    /// Write 1 to bit n to clear address space n's fault.
+    pub(crate) MMU_FAULT_CLEAR(u32) @ 0x074 {
+        15:0 spaces;
+    }
+
     /// Bit n: queue n completed a job. Informational: completions are read from memory.
     pub(crate) JOB_DONE_STATUS(u32) @ 0x078 {
         7:0 queues;
@@ -203,6 +213,15 @@ register! {
     }
 
     pub(crate) AS_MEMATTR_HI(u32)[NUM_AS, stride = AS_STRIDE] @ 0x200c {
+        31:0 value;
+    }
+
+    /// Region of FLUSH_RANGE: bits 47:12 the base, bits 5:0 `w` (2^(w+1) bytes).
+    pub(crate) AS_LOCKADDR_LO(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2010 {
+        31:0 value;
+    }
+
+    pub(crate) AS_LOCKADDR_HI(u32)[NUM_AS, stride = AS_STRIDE] @ 0x2014 {
         31:0 value;
     }
 
@@ -265,8 +284,18 @@ register! {
         0:0 enable => bool;
     }
 
+    /// 0 IDLE, 1 RUNNING, 2 STALLED, 3 FAULTED, 4 DISABLED.
+    pub(crate) Q_STATUS(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3024 {
+        31:0 value;
+    }
+
     pub(crate) Q_COMMAND(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3030 {
         7:0 command;
+    }
+
+    /// The status that stopped the queue.
+    pub(crate) Q_ERROR(u32)[NUM_QUEUES, stride = QUEUE_STRIDE] @ 0x3034 {
+        31:0 value;
     }
 }
 
@@ -274,8 +303,15 @@ register! {
 pub(crate) const GPU_CMD_SOFT_RESET: u8 = 1;
 /// `AS_COMMAND`: latch TRANSTAB, MEMATTR and TRANSCFG, and invalidate the TLB.
 pub(crate) const AS_CMD_UPDATE: u8 = 1;
+/// `AS_COMMAND`: invalidate the TLB entries that overlap the LOCKADDR region.
+pub(crate) const AS_CMD_FLUSH_RANGE: u8 = 2;
 /// `Q_COMMAND`: drop the current and every pending job; head := tail.
 pub(crate) const Q_CMD_RESET: u8 = 1;
+/// `Q_COMMAND`: let a FAULTED queue go on with its next job.
+pub(crate) const Q_CMD_RESUME: u8 = 2;
+
+/// Job status of a completion record: the job ran to its end.
+pub(crate) const JOB_STATUS_OK: u32 = 0;
 
 /// `DMA_STATUS` after a fill that wrote every byte.
 pub(crate) const DMA_DONE: u32 = 1;

@@ -35,7 +35,7 @@ fn wait_irq<T: Copy + PartialEq>(before: T, count: impl Fn() -> T) -> Result {
 
 /// Rings the ping doorbell and waits for its interrupt, so that a broken interrupt path fails
 /// probe instead of hanging the first job.
-pub(crate) fn ping(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler<'_>) -> Result {
+pub(crate) fn ping(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler) -> Result {
     let before = handler.pings();
     bar.write_reg(regs::DB_PING::zeroed().with_value(0x5e1f_7e57u32));
     wait_irq(before, || handler.pings()).inspect_err(|_| {
@@ -51,11 +51,7 @@ pub(crate) fn ping(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandl
 
 /// Has the device fill a coherent buffer, so that a broken DMA path (unshared guest RAM, a
 /// wrong mask) fails probe with a clear message.
-pub(crate) fn dma_fill(
-    pdev: &pci::Device<Bound>,
-    bar: &Bar0<'_>,
-    handler: &IrqHandler<'_>,
-) -> Result {
+pub(crate) fn dma_fill(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler) -> Result {
     const WORDS: usize = 1024;
     const PATTERN: u32 = 0xd1a6_0057;
     let buf = Coherent::<u32>::zeroed_slice(pdev.as_ref(), WORDS, GFP_KERNEL)?;
@@ -109,11 +105,7 @@ const JOB_FLAG_IRQ: u64 = 1;
 /// Runs one job on queue 0 in address space 0, through page tables built here that map GPU
 /// virtual addresses to the same bus addresses ("identity-style"), and checks every byte it
 /// wrote. Queue and address space are switched off again afterwards.
-pub(crate) fn mmu_job(
-    pdev: &pci::Device<Bound>,
-    bar: &Bar0<'_>,
-    handler: &IrqHandler<'_>,
-) -> Result {
+pub(crate) fn mmu_job(pdev: &pci::Device<Bound>, bar: &Bar0<'_>, handler: &IrqHandler) -> Result {
     // 16 pages; the DMA API aligns a coherent allocation to its size, so the pages share one
     // 2 MiB region and one table per level covers them. Pages 0-3: level 0-3 tables.
     const CMD: usize = 4;

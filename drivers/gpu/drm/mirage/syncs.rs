@@ -94,6 +94,11 @@ impl Syncs {
         Ok(syncs)
     }
 
+    /// The fences of the wait entries, for a job to depend on.
+    pub(crate) fn wait_fences(&self) -> &[ARef<Fence>] {
+        &self.waits
+    }
+
     /// Waits, interruptibly, for every wait entry.
     pub(crate) fn wait(&self) -> Result {
         for fence in self.waits.iter() {

@@ -35,6 +35,7 @@ use kernel::{
 use crate::{
     driver::{MirageDevice, MirageDriver},
     gem::{self, Bo},
+    gpu::{Gpu, VmHw},
     mmu::{
         budget::Budget,
         pgtable::PageTable,
@@ -175,10 +176,20 @@ pub(crate) struct Vm {
     va_end: u64,
     pgsizes: u64,
     usable: Atomic<bool>,
+    /// The device, which runs the VM's jobs in one of its address spaces.
+    gpu: Arc<Gpu>,
+    /// The page table's root and attributes, as the device needs them; they never change.
+    ttbr: u64,
+    mair: u64,
 }
 
 impl Vm {
-    pub(crate) fn new(dev: &MirageDevice, va_bits: u32, pgsizes: u64) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        dev: &MirageDevice,
+        gpu: &Arc<Gpu>,
+        va_bits: u32,
+        pgsizes: u64,
+    ) -> Result<Arc<Self>> {
         let root = gem::new_resv_root(dev)?;
         let pool = Arc::new(PtPool::new()?, GFP_KERNEL)?;
         // The level-0 table is allocated when the page table is created.
@@ -188,6 +199,10 @@ impl Vm {
         let unique = GpuVm::new::<Error, _>(c"mirage", dev, &*root, 0..va_end, 0..0, VmData)?;
         let shared = ARef::from(&*unique);
         let pgsizes = pt.pgsizes();
+        // SAFETY: The VM leaves the device's address space before its page table goes (see
+        // `drop`), and jobs, which hold the VM, end first.
+        let ttbr = unsafe { pt.ttbr() };
+        let mair = pt.mair();
         Arc::pin_init(
             try_pin_init!(Self {
                 gpuvm: shared,
@@ -199,6 +214,9 @@ impl Vm {
                 va_end,
                 pgsizes,
                 usable: Atomic::new(true),
+                gpu: gpu.clone(),
+                ttbr,
+                mair,
             }),
             GFP_KERNEL,
         )
@@ -212,8 +230,46 @@ impl Vm {
         &self.root
     }
 
+    /// What the device needs to run the VM's jobs.
+    pub(crate) fn hw(&self) -> VmHw {
+        VmHw {
+            serial: self.serial,
+            ttbr: self.ttbr,
+            mair: self.mair,
+        }
+    }
+
+    /// The VM's drm_gpuvm, for locking its reservation objects.
+    pub(crate) fn gpuvm(&self) -> &GpuVm<VmData> {
+        &self.gpuvm
+    }
+
     pub(crate) fn is_usable(&self) -> bool {
         self.usable.load(Relaxed)
+    }
+
+    /// Writes the pool's counters and the VA tree, for debugfs.
+    pub(crate) fn show(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        let s = self.pool.stats();
+        writeln!(
+            f,
+            "pool reserved {} used {} returned {} live {} exhausted {} unused {}",
+            s.reserved, s.used, s.returned, s.live, s.exhausted, s.unused
+        )?;
+        let state = self.state.lock();
+        let mut res = Ok(());
+        state.gpuvm.for_each_va(0..self.va_end, |va| {
+            if res.is_ok() {
+                res = writeln!(
+                    f,
+                    "va {:#x} {:#x} offset {:#x}",
+                    va.addr(),
+                    va.addr() + va.length(),
+                    va.gem_offset()
+                );
+            }
+        });
+        res
     }
 
     /// Checks that `[addr, addr + len)` is a valid, 4 KiB aligned range of this VM.
@@ -424,8 +480,15 @@ impl Vm {
             };
             let res = res.and_then(|()| Self::apply_pt(&mut *self.pt.lock(), self.pgsizes, op));
             // The GPU may hold what the op removed in its TLB: invalidate it before the
-            // tables it used are freed.
-            self.flush_tlb();
+            // tables and pages it used are freed, and before the ioctl returns.
+            match op {
+                Prepared::Map { range, .. } => self.gpu.flush(self.serial, range.start, range.end),
+                Prepared::Unmap { ranges, .. } => {
+                    for r in ranges.iter() {
+                        self.gpu.flush(self.serial, r.start, r.end);
+                    }
+                }
+            }
             self.pool.release_freed();
             if let Err(e) = res {
                 // The prepare phase made this impossible: the VM no longer matches its page
@@ -439,12 +502,6 @@ impl Vm {
         kernel::warn_on!(self.pool.trim() != 0);
         Ok(())
     }
-
-    /// Invalidates the device's TLB for this VM.
-    ///
-    /// A VM is only resident in a device address space while its jobs run, and binds are not
-    /// jobs yet: until EXEC exists, no TLB holds this VM's translations.
-    fn flush_tlb(&self) {}
 }
 
 #[pinned_drop]
@@ -459,7 +516,9 @@ impl PinnedDrop for Vm {
         }
         drop(state);
         self.gpuvm.deferred_cleanup();
-        // The page table (and its tables, back to the pool) goes with the field.
+        // No job of the VM runs (they hold it): take it out of the device before its page
+        // table (and its tables, back to the pool) goes with the field.
+        self.gpu.evict(self.serial);
     }
 }
 

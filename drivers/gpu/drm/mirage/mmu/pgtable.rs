@@ -82,6 +82,21 @@ impl PageTable {
         self.pgsizes
     }
 
+    /// The level-0 table's bus address, for the device's TRANSTAB.
+    ///
+    /// # Safety
+    ///
+    /// The device must stop using the page table before it is dropped.
+    pub(crate) unsafe fn ttbr(&self) -> u64 {
+        // SAFETY: Forwarded to the caller.
+        unsafe { self.pt.ttbr() }
+    }
+
+    /// The memory attributes (MAIR) to program with [`PageTable::ttbr`].
+    pub(crate) fn mair(&self) -> u64 {
+        self.pt.mair()
+    }
+
     /// The descriptors a walk for `va` reads, by level.
     pub(crate) fn walk(&self, va: u64) -> [u64; 4] {
         self.pt.walk(va as usize)

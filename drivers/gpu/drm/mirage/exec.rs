@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! Exec queues and `DRM_IOCTL_MIRAGE_EXEC`.
+//!
+//! An exec queue is a [`JobQueue`] with one credit: its jobs run one after another, each once
+//! its in-fences signalled. A job that is ready goes to the device through [`Gpu::submit`],
+//! with a hardware fence that the interrupt thread signals when the job's completion record is
+//! written; the job queue then signals the job's fence with that fence's result.
+
+use kernel::{
+    dma_buf::{
+        fence::{Fence, FenceContext, FenceOps, PreparedFence},
+        resv::Usage,
+    },
+    drm::{
+        exec::{Exec, Flag},
+        job_queue::{JobQueue, JobQueueOps, TimeoutAction},
+    },
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+    time::Delta,
+    uapi,
+};
+
+use crate::{
+    file::DrmFile,
+    gpu::{Gpu, HwFenceOps, Submission},
+    syncs::Syncs,
+    vm::Vm,
+};
+
+/// The fences of jobs, as userspace sees them.
+pub(crate) struct JobFenceOps;
+
+impl FenceOps for JobFenceOps {
+    const DRIVER_NAME: &'static CStr = c"mirage";
+}
+
+/// What an exec queue does with its jobs.
+pub(crate) struct ExecOps {
+    gpu: Arc<Gpu>,
+    /// Identifies the queue to the [`Gpu`].
+    id: u64,
+    /// The hardware fences of the queue's jobs, which end in order: one runs at a time.
+    hw_fences: Arc<FenceContext<HwFenceOps, ()>>,
+}
+
+/// A job of an exec queue.
+pub(crate) struct ExecJob {
+    /// Keeps the VM, its page table and its mappings until the job's fence signalled.
+    vm: Arc<Vm>,
+    addr: u64,
+    len: u32,
+    /// Allocated by the ioctl, published when the job starts.
+    hw_fence: HwFenceSlot,
+}
+
+/// The hardware fence of a job until it starts.
+struct HwFenceSlot(Option<PreparedFence<()>>);
+
+// SAFETY: A shared reference to the slot gives no access to the fence: only `&mut` does
+// (`JobQueueOps::run` takes the job by `&mut`), so sharing it across threads shares nothing.
+unsafe impl Sync for HwFenceSlot {}
+
+impl JobQueueOps for ExecOps {
+    type FenceOps = JobFenceOps;
+    type Job = ExecJob;
+
+    fn run(&self, job: &mut ExecJob) -> Result<ARef<Fence>> {
+        let prepared = job.hw_fence.0.take().ok_or(EINVAL)?;
+        let (done, fence) = FenceContext::publish_owned(&self.hw_fences, prepared);
+        self.gpu.submit(
+            self.id,
+            Submission {
+                vm: job.vm.hw(),
+                addr: job.addr,
+                len: job.len,
+                done,
+            },
+        );
+        Ok(fence)
+    }
+
+    fn timed_out(&self, _job: &ExecJob) -> TimeoutAction {
+        // The job ran past the timeout: reset its device queue, and refuse the queue's next
+        // jobs (xe bans a queue whose job hung).
+        self.gpu.kill(self.id);
+        TimeoutAction::KillAndBan
+    }
+}
+
+static NEXT_ID: Atomic<u64> = Atomic::new(1);
+
+/// An exec queue of class COMPUTE.
+pub(crate) struct ExecQueue {
+    /// `None` only while dropping.
+    jobs: Option<JobQueue<ExecOps>>,
+    vm: Arc<Vm>,
+    gpu: Arc<Gpu>,
+}
+
+impl ExecQueue {
+    pub(crate) fn new(gpu: &Arc<Gpu>, vm: Arc<Vm>, timeout: Delta) -> Result<Self> {
+        gpu.add_exec_queue()?;
+        let ops = ExecOps {
+            gpu: gpu.clone(),
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            hw_fences: Arc::new(FenceContext::new(c"mirage-hw"), GFP_KERNEL)
+                .inspect_err(|_| gpu.remove_exec_queue())?,
+        };
+        let jobs = JobQueue::new(c"mirage-exec", ops, 1, timeout)
+            .inspect_err(|_| gpu.remove_exec_queue())?;
+        Ok(Self {
+            jobs: Some(jobs),
+            vm,
+            gpu: gpu.clone(),
+        })
+    }
+
+    fn jobs(&self) -> Result<&JobQueue<ExecOps>> {
+        self.jobs.as_ref().ok_or(ENOENT)
+    }
+
+    /// Submits the command buffer at `addr`, after `syncs`' in-fences; returns the job's fence.
+    pub(crate) fn submit(&self, addr: u64, len: u32, syncs: &Syncs) -> Result<ARef<Fence>> {
+        let jobs = self.jobs()?;
+        if jobs.is_banned() {
+            return Err(ECANCELED);
+        }
+        // xe's contract: a VM that failed behind userspace's back takes no new work.
+        if !self.vm.is_usable() {
+            return Err(ENOENT);
+        }
+        let hw_fence = jobs.ops().hw_fences.prepare((), GFP_KERNEL)?;
+        let job = jobs.prepare(
+            ExecJob {
+                vm: self.vm.clone(),
+                addr,
+                len,
+                hw_fence: HwFenceSlot(Some(hw_fence)),
+            },
+            1,
+            syncs.wait_fences(),
+        )?;
+
+        // Lock the VM's reservation object and its external BOs' for the job's fence.
+        let mut exec = KBox::pin_init(Exec::new(Flag::InterruptibleWait.into(), 0), GFP_KERNEL)?;
+        let gpuvm = self.vm.gpuvm();
+        exec.as_mut().lock_all(|locker| {
+            gpuvm.prepare_vm(locker, 1)?;
+            gpuvm.prepare_objects(locker, 1)
+        })?;
+        let fence = jobs.commit(job);
+        // Cannot fail: every object locked above has a slot reserved for it.
+        if gpuvm
+            .resv_add_fence(&exec, &fence, Usage::Bookkeep, Usage::Write)
+            .is_err()
+        {
+            kernel::warn_on!(true);
+        }
+        drop(exec);
+        Ok(fence)
+    }
+}
+
+impl Drop for ExecQueue {
+    fn drop(&mut self) {
+        // Waits for the job on the device; jobs not started are cancelled.
+        drop(self.jobs.take());
+        self.gpu.remove_exec_queue();
+    }
+}
+
+/// Checks `DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE`'s arguments; returns the VM id.
+pub(crate) fn check_create(args: &uapi::drm_mirage_exec_queue_create) -> Result {
+    if args.extensions != 0 || args.flags != 0 || args.pad != 0 || args.reserved != [0; 2] {
+        return Err(EINVAL);
+    }
+    // Bind queues come with asynchronous binds.
+    if args.engine_class != uapi::drm_mirage_engine_class_DRM_MIRAGE_ENGINE_CLASS_COMPUTE {
+        return Err(EINVAL);
+    }
+    match args.priority {
+        uapi::drm_mirage_exec_queue_priority_DRM_MIRAGE_EXEC_QUEUE_PRIORITY_LOW
+        | uapi::drm_mirage_exec_queue_priority_DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL => Ok(()),
+        uapi::drm_mirage_exec_queue_priority_DRM_MIRAGE_EXEC_QUEUE_PRIORITY_HIGH => {
+            // SAFETY: `capable` only reads the current task's credentials.
+            if unsafe { kernel::bindings::capable(kernel::bindings::CAP_SYS_NICE as i32) } {
+                Ok(())
+            } else {
+                Err(EPERM)
+            }
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// `DRM_IOCTL_MIRAGE_EXEC`.
+pub(crate) fn exec(args: &mut uapi::drm_mirage_exec, file: &DrmFile) -> Result<u32> {
+    if args.extensions != 0 || args.reserved != [0; 2] {
+        return Err(EINVAL);
+    }
+    if args.length == 0 || args.length % 8 != 0 || args.length > u64::from(u32::MAX - 7) {
+        return Err(EINVAL);
+    }
+    let queue = file.inner().exec_queue(args.exec_queue_id)?;
+    let syncs = Syncs::parse(file, args.syncs, args.num_syncs)?;
+    let fence = queue.submit(args.address, args.length as u32, &syncs)?;
+    syncs.signal(&fence);
+    Ok(0)
+}

@@ -1,0 +1,493 @@
+//! Jobs through the GPU: what they write is read back through the CPU and
+//! checked bit-exact; faults, ordering and errors.
+
+use crate::{check, deadline_in, e2s, errno, TestResult};
+use mirage::cmd::{CmdBuf, SemCond};
+use mirage::uapi::*;
+use mirage::{Bo, Device};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const SZ_4K: u64 = 4096;
+const SZ_64K: u64 = 64 << 10;
+const SZ_2M: u64 = 2 << 20;
+const SYSTEM: u32 = DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM;
+const COMPUTE: u32 = DRM_MIRAGE_ENGINE_CLASS_COMPUTE;
+const NORMAL: u32 = DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL;
+/// Where tests put their command buffers.
+const CMD_VA: u64 = 0x7f00_0000;
+
+/// The error a syncobj's fence was signalled with (0 for none), through a
+/// sync_file: `DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD` and `SYNC_IOC_FILE_INFO`.
+fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
+    #[repr(C)]
+    struct Handle {
+        handle: u32,
+        flags: u32,
+        fd: i32,
+        pad: u32,
+        point: u64,
+    }
+    #[repr(C)]
+    struct Info {
+        name: [u8; 32],
+        status: i32,
+        flags: u32,
+        num_fences: u32,
+        pad: u32,
+        fences: u64,
+    }
+    const HANDLE_TO_FD: u64 = 0xc018_64c1;
+    const EXPORT_SYNC_FILE: u32 = 1;
+    const FILE_INFO: u64 = 0xc038_3e04;
+    let mut h = Handle {
+        handle: syncobj,
+        flags: EXPORT_SYNC_FILE,
+        fd: -1,
+        pad: 0,
+        point: 0,
+    };
+    // SAFETY: `h` is the argument type of the request.
+    unsafe { mirage::ioctl(d.file(), HANDLE_TO_FD, &mut h) }.map_err(e2s)?;
+    // SAFETY: the kernel gave us this new fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(h.fd) };
+    let mut info = Info {
+        name: [0; 32],
+        status: 0,
+        flags: 0,
+        num_fences: 0,
+        pad: 0,
+        fences: 0,
+    };
+    // SAFETY: `info` is the argument type of the request; `fences` is 0, so
+    // the kernel writes no fence array.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FILE_INFO as _, &mut info) };
+    check!(
+        r == 0,
+        "SYNC_IOC_FILE_INFO: {}",
+        std::io::Error::last_os_error()
+    );
+    // 1 signalled, 0 pending, negative: the error.
+    Ok(if info.status == 1 { 0 } else { info.status })
+}
+
+/// A VM with an exec queue and a command BO mapped at `CMD_VA`.
+struct Ctx<'d> {
+    d: &'d Device,
+    vm: u32,
+    queue: u32,
+    cmd: Bo<'d>,
+}
+
+impl<'d> Ctx<'d> {
+    fn new(d: &'d Device) -> Result<Self, String> {
+        let vm = d.vm_create(0).map_err(e2s)?;
+        let queue = d.exec_queue_create(vm, COMPUTE, NORMAL).map_err(e2s)?;
+        let cmd = Bo::new(d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
+        d.vm_bind(
+            vm,
+            0,
+            &[DrmMirageVmBindOp::map(cmd.handle(), 0, CMD_VA, SZ_64K)],
+            &[],
+        )
+        .map_err(e2s)?;
+        Ok(Ctx { d, vm, queue, cmd })
+    }
+
+    fn map(&self, bo: &Bo, offset: u64, va: u64, len: u64, flags: u32) -> TestResult {
+        let op = DrmMirageVmBindOp::map(bo.handle(), offset, va, len).with_flags(flags);
+        self.d.vm_bind(self.vm, 0, &[op], &[]).map_err(e2s)
+    }
+
+    /// Runs `cb` and returns its fence's error (0 if it ended well).
+    fn run(&self, cb: &CmdBuf) -> Result<i32, String> {
+        let m = self.cmd.mmap().map_err(e2s)?;
+        m.write(0, &cb.to_bytes()).map_err(e2s)?;
+        let out = self.d.syncobj_create(0).map_err(e2s)?;
+        self.d
+            .exec(
+                self.queue,
+                CMD_VA,
+                cb.len_bytes(),
+                &[DrmMirageSync::signal(out)],
+            )
+            .map_err(e2s)?;
+        self.d
+            .syncobj_wait(out, 0, deadline_in(20_000))
+            .map_err(|e| format!("job did not end: {e}"))?;
+        let status = fence_status(self.d, out)?;
+        self.d.syncobj_destroy(out).map_err(e2s)?;
+        Ok(status)
+    }
+}
+
+impl Drop for Ctx<'_> {
+    fn drop(&mut self) {
+        let _ = self.d.exec_queue_destroy(self.queue);
+        let _ = self.d.vm_destroy(self.vm);
+    }
+}
+
+pub fn exec_fill_and_store_through_mappings(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    // BOs of 4K, 64K, 2M and 2M+4K at VAs of several alignments.
+    let layout = [
+        (SZ_4K, 0x1000_0000u64),
+        (SZ_64K, 0x1001_0000),
+        (SZ_2M, 0x4000_0000),
+        (SZ_2M + SZ_4K, 0x4040_0000),
+        (SZ_2M + SZ_4K, 0x5000_3000),
+    ];
+    let bos: Vec<Bo> = layout
+        .iter()
+        .map(|&(size, _)| Bo::new(d, size, SYSTEM, 0))
+        .collect::<std::io::Result<_>>()
+        .map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    for (i, (&(size, va), bo)) in layout.iter().zip(&bos).enumerate() {
+        c.map(bo, 0, va, size, 0)?;
+        cb.fill(va, size, 0xa5a5_0000 | i as u32);
+        // A store in the last page and one in the first.
+        cb.store64(va + size - 8, 0x5e5e_0000_0000_0000 | i as u64);
+        cb.store32(va + 4, 0xc0de_0000 | i as u32);
+    }
+    cb.end();
+    let status = c.run(&cb)?;
+    check!(status == 0, "job ended with {status}");
+    for (i, (&(size, _), bo)) in layout.iter().zip(&bos).enumerate() {
+        let m = bo.mmap().map_err(e2s)?;
+        let bytes = m.to_vec();
+        for (w, chunk) in bytes.chunks_exact(4).enumerate() {
+            let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let off = w as u64 * 4;
+            let want = if off == 4 {
+                0xc0de_0000 | i as u32
+            } else if off == size - 8 {
+                i as u32
+            } else if off == size - 4 {
+                0x5e5e_0000
+            } else {
+                0xa5a5_0000 | i as u32
+            };
+            check!(
+                v == want,
+                "BO {i} (size {size:#x}) word at {off:#x}: {v:#x}, want {want:#x}"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn exec_readonly_and_noexec_fault(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&bo, 0, 0x2000_0000, SZ_4K, DRM_MIRAGE_VM_BIND_FLAG_READONLY)?;
+    let mut cb = CmdBuf::new();
+    cb.store32(0x2000_0000, 0xbad).end();
+    let status = c.run(&cb)?;
+    check!(
+        status == -libc::EIO,
+        "write to a READONLY mapping: fence error {status}"
+    );
+    check!(
+        bo.mmap().map_err(e2s)?.read_u32(0).map_err(e2s)? == 0,
+        "READONLY BO was written"
+    );
+    // The VM and the queue still work after the fault.
+    let ok = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&ok, 0, 0x2100_0000, SZ_4K, 0)?;
+    let mut cb = CmdBuf::new();
+    cb.store32(0x2100_0000, 0x600d).end();
+    check!(c.run(&cb)? == 0, "job after a fault failed");
+    check!(
+        ok.mmap().map_err(e2s)?.read_u32(0).map_err(e2s)? == 0x600d,
+        "no write after a fault"
+    );
+
+    // A command buffer in a NOEXEC mapping cannot be fetched.
+    let noexec = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(
+        &noexec,
+        0,
+        0x2200_0000,
+        SZ_4K,
+        DRM_MIRAGE_VM_BIND_FLAG_NOEXEC,
+    )?;
+    let mut cb = CmdBuf::new();
+    cb.store32(0x2100_0000, 0xbad).end();
+    noexec
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &cb.to_bytes())
+        .map_err(e2s)?;
+    let out = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(
+        c.queue,
+        0x2200_0000,
+        cb.len_bytes(),
+        &[DrmMirageSync::signal(out)],
+    )
+    .map_err(e2s)?;
+    d.syncobj_wait(out, 0, deadline_in(20_000)).map_err(e2s)?;
+    let status = fence_status(d, out)?;
+    check!(
+        status == -libc::EIO,
+        "fetch from a NOEXEC mapping: fence error {status}"
+    );
+    check!(
+        ok.mmap().map_err(e2s)?.read_u32(0).map_err(e2s)? == 0x600d,
+        "NOEXEC commands ran"
+    );
+    Ok(())
+}
+
+pub fn exec_after_unmap_faults(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    let bo = Bo::new(d, SZ_2M, SYSTEM, 0).map_err(e2s)?;
+    let va = 0x3000_0000;
+    c.map(&bo, 0, va, SZ_2M, 0)?;
+    // Touch every page, so that the device's TLB holds them.
+    let mut cb = CmdBuf::new();
+    cb.fill(va, SZ_2M, 0x1111_1111).end();
+    check!(c.run(&cb)? == 0, "first job failed");
+    // Unmap the middle of the mapping: the neighbours keep working, the hole faults.
+    d.vm_bind(
+        c.vm,
+        0,
+        &[DrmMirageVmBindOp::unmap(va + SZ_64K, SZ_64K)],
+        &[],
+    )
+    .map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    cb.store32(va + SZ_64K + 8, 0xdead).end();
+    let status = c.run(&cb)?;
+    check!(
+        status == -libc::EIO,
+        "write to an unmapped page: fence error {status} (stale TLB?)"
+    );
+    let mut cb = CmdBuf::new();
+    cb.store32(va, 0x2222)
+        .store32(va + 2 * SZ_64K, 0x3333)
+        .end();
+    check!(c.run(&cb)? == 0, "write next to the hole failed");
+    let m = bo.mmap().map_err(e2s)?;
+    check!(
+        m.read_u32(SZ_64K as usize + 8).map_err(e2s)? == 0x1111_1111,
+        "unmapped page was written"
+    );
+    check!(m.read_u32(0).map_err(e2s)? == 0x2222, "front neighbour");
+    check!(
+        m.read_u32(2 * SZ_64K as usize).map_err(e2s)? == 0x3333,
+        "back neighbour"
+    );
+    Ok(())
+}
+
+pub fn exec_in_and_out_syncobjs(d: &Device) -> TestResult {
+    let a = Ctx::new(d)?;
+    let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    a.map(&bo, 0, 0x1000_0000, SZ_4K, 0)?;
+    // Job 1 waits on memory the CPU writes later; job 2, on another queue,
+    // waits for job 1 through a timeline point and writes after it.
+    let queue2 = d.exec_queue_create(a.vm, COMPUTE, NORMAL).map_err(e2s)?;
+    let timeline = d.syncobj_create(0).map_err(e2s)?;
+    let done = d.syncobj_create(0).map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    cb.sem_wait(0x1000_0000, 1, SemCond::Eq32)
+        .store32(0x1000_0008, 0xaaaa)
+        .end();
+    let m = a.cmd.mmap().map_err(e2s)?;
+    m.write(0, &cb.to_bytes()).map_err(e2s)?;
+    d.exec(
+        a.queue,
+        CMD_VA,
+        cb.len_bytes(),
+        &[DrmMirageSync::signal_point(timeline, 3)],
+    )
+    .map_err(e2s)?;
+    let mut cb2 = CmdBuf::new();
+    cb2.store32(0x1000_000c, 0xbbbb).end();
+    m.write(0x800, &cb2.to_bytes()).map_err(e2s)?;
+    d.exec(
+        queue2,
+        CMD_VA + 0x800,
+        cb2.len_bytes(),
+        &[
+            DrmMirageSync::wait_point(timeline, 3),
+            DrmMirageSync::signal(done),
+        ],
+    )
+    .map_err(e2s)?;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let data = bo.mmap().map_err(e2s)?;
+    check!(
+        data.read_u32(12).map_err(e2s)? == 0,
+        "job 2 ran before its in-fence"
+    );
+    check!(
+        errno(d.syncobj_wait(done, 0, 0)) == Some(libc::ETIME),
+        "out-syncobj signalled early"
+    );
+    data.write_u32(0, 1).map_err(e2s)?;
+    d.syncobj_wait(done, 0, deadline_in(20_000)).map_err(e2s)?;
+    check!(
+        data.read_u32(8).map_err(e2s)? == 0xaaaa,
+        "job 1 did not write"
+    );
+    check!(
+        data.read_u32(12).map_err(e2s)? == 0xbbbb,
+        "job 2 did not write"
+    );
+    check!(
+        d.syncobj_query(timeline).map_err(e2s)? == 3,
+        "timeline not at 3"
+    );
+    d.exec_queue_destroy(queue2).map_err(e2s)?;
+    d.syncobj_destroy(timeline).map_err(e2s)?;
+    d.syncobj_destroy(done).map_err(e2s)?;
+    Ok(())
+}
+
+pub fn exec_rejects_bad_input(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    let good = DrmMirageExec {
+        exec_queue_id: c.queue,
+        address: CMD_VA,
+        length: 8,
+        ..Default::default()
+    };
+    for (what, a, want) in [
+        (
+            "unknown queue",
+            DrmMirageExec {
+                exec_queue_id: 0x7777,
+                ..good
+            },
+            libc::ENOENT,
+        ),
+        (
+            "length 0",
+            DrmMirageExec { length: 0, ..good },
+            libc::EINVAL,
+        ),
+        (
+            "length 12",
+            DrmMirageExec { length: 12, ..good },
+            libc::EINVAL,
+        ),
+        (
+            "length 2^32",
+            DrmMirageExec {
+                length: 1 << 32,
+                ..good
+            },
+            libc::EINVAL,
+        ),
+        (
+            "extensions",
+            DrmMirageExec {
+                extensions: 1,
+                ..good
+            },
+            libc::EINVAL,
+        ),
+        (
+            "reserved",
+            DrmMirageExec {
+                reserved: [0, 1],
+                ..good
+            },
+            libc::EINVAL,
+        ),
+        (
+            "65 syncs",
+            DrmMirageExec {
+                num_syncs: 65,
+                syncs: 0x1000,
+                ..good
+            },
+            libc::EINVAL,
+        ),
+    ] {
+        let mut a = a;
+        let e = errno(d.exec_raw(&mut a));
+        check!(e == Some(want), "EXEC {what}: got {e:?}, want {want}");
+    }
+    let base = DrmMirageExecQueueCreate {
+        vm_id: c.vm,
+        engine_class: COMPUTE,
+        priority: NORMAL,
+        ..Default::default()
+    };
+    for (what, a, want) in [
+        (
+            "bind class (not yet)",
+            DrmMirageExecQueueCreate {
+                engine_class: DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "unknown class",
+            DrmMirageExecQueueCreate {
+                engine_class: 7,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "flags",
+            DrmMirageExecQueueCreate { flags: 1, ..base },
+            libc::EINVAL,
+        ),
+        (
+            "priority 3",
+            DrmMirageExecQueueCreate {
+                priority: 3,
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "pad",
+            DrmMirageExecQueueCreate { pad: 1, ..base },
+            libc::EINVAL,
+        ),
+        (
+            "reserved",
+            DrmMirageExecQueueCreate {
+                reserved: [1, 0],
+                ..base
+            },
+            libc::EINVAL,
+        ),
+        (
+            "unknown VM",
+            DrmMirageExecQueueCreate {
+                vm_id: 0x7777,
+                ..base
+            },
+            libc::ENOENT,
+        ),
+    ] {
+        let mut a = a;
+        let e = errno(d.exec_queue_create_raw(&mut a));
+        check!(
+            e == Some(want),
+            "EXEC_QUEUE_CREATE {what}: got {e:?}, want {want}"
+        );
+    }
+    let q = d
+        .exec_queue_create(c.vm, COMPUTE, DRM_MIRAGE_EXEC_QUEUE_PRIORITY_LOW)
+        .map_err(e2s)?;
+    d.exec_queue_destroy(q).map_err(e2s)?;
+    let e = errno(d.exec_queue_destroy(q));
+    check!(e == Some(libc::ENOENT), "second destroy: {e:?}");
+    check!(
+        d.vm_get_state(c.vm).map_err(e2s)? == DRM_MIRAGE_VM_STATE_USABLE,
+        "VM state"
+    );
+    let e = errno(d.vm_get_state(0x7777).map(|_| ()));
+    check!(e == Some(libc::ENOENT), "state of an unknown VM: {e:?}");
+    Ok(())
+}
