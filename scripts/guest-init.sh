@@ -81,7 +81,12 @@ alive)
 run|test)
 	# Forget what boot allocated, so the scan after rmmod speaks of mirage.
 	[ -e /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak
-	modprobe mirage
+	if [ "$mode" = test ]; then
+		# A short job timeout, so that the hung-job test ends in seconds.
+		modprobe mirage job_timeout_ms=2000
+	else
+		modprobe mirage
+	fi
 	echo "MIRAGE: modprobe rc=$?"
 	if bound; then echo "MIRAGE: bound=1"; else echo "MIRAGE: bound=0"; fi
 	if [ "$mode" = run ]; then

@@ -269,6 +269,39 @@ impl Exec {
         Ok(())
     }
 
+    /// Calls `f` on every fence of `usage` (or a stricter usage) in the reservation objects
+    /// this transaction holds with reserved slots: the implicit dependencies of work that
+    /// will add a fence to them. May allocate; fails with `EINVAL` outside a locked transaction.
+    pub fn for_each_fence(&self, usage: Usage, mut f: impl FnMut(&Fence) -> Result) -> Result {
+        if !self.locked {
+            return Err(EINVAL);
+        }
+        for slots in self.slots.iter() {
+            let mut count: u32 = 0;
+            let mut fences: *mut *mut bindings::dma_fence = core::ptr::null_mut();
+            // SAFETY: The transaction holds `slots.resv`'s lock (type invariant); on success the
+            // C function returns an allocated array of `count` fences, each with a reference.
+            to_result(unsafe {
+                bindings::dma_resv_get_fences(slots.resv, usage as u32, &mut count, &mut fences)
+            })?;
+            let mut res = Ok(());
+            for i in 0..count as usize {
+                // SAFETY: `i < count`: the entry is a fence with a reference we own.
+                let fence = unsafe { *fences.add(i) };
+                if res.is_ok() {
+                    // SAFETY: `fence` is alive: we hold a reference to it.
+                    res = f(unsafe { Fence::from_raw(fence) });
+                }
+                // SAFETY: We give back the reference `dma_resv_get_fences` took.
+                unsafe { bindings::dma_fence_put(fence) };
+            }
+            // SAFETY: The array was allocated by `dma_resv_get_fences` (kmalloc); NULL is fine.
+            unsafe { bindings::kfree(fences.cast()) };
+            res?;
+        }
+        Ok(())
+    }
+
     /// Takes one reserved slot in every object the transaction holds, then runs `add`, which
     /// adds one fence to each of them. Fails with `EINVAL` if nothing is locked and `ENOSPC`
     /// if an object has no free slot, without running `add`.
@@ -573,6 +606,41 @@ mod tests {
         assert!(!resv(&b).test_signaled(Usage::Write));
         producer.signal(Ok(()));
         assert!(resv(&b).test_signaled(Usage::Bookkeep));
+        Ok(())
+    }
+
+    #[test]
+    fn for_each_fence_sees_the_implicit_dependencies() -> Result {
+        let (_faux, drm) = drm_dev(c"kunit-exec-implicit")?;
+        let (a, b) = (new_bo(&drm, None)?, new_bo(&drm, None)?);
+        let ctx = FenceContext::<TestOps, ()>::new(c"exec-test");
+        let (w, write) = ctx.publish(ctx.prepare((), GFP_KERNEL)?);
+        let (k, keep) = ctx.publish(ctx.prepare((), GFP_KERNEL)?);
+        let mut exec = new_exec(Flags::empty())?;
+        assert_eq!(exec.for_each_fence(Usage::Read, |_| Ok(())), Err(EINVAL));
+        exec.as_mut().lock_all(|locker| {
+            locker.prepare_obj(&*a, 2)?;
+            locker.prepare_obj(&*b, 1)
+        })?;
+        exec.add_fence(&*a, &write, Usage::Write)?;
+        exec.add_fence(&*a, &keep, Usage::Bookkeep)?;
+        let seqnos = |usage| -> Result<KVec<u64>> {
+            let mut seen = KVec::new();
+            exec.for_each_fence(usage, |f| {
+                seen.push(f.seqno(), GFP_KERNEL)?;
+                Ok(())
+            })?;
+            Ok(seen)
+        };
+        // READ includes WRITE; only BOOKKEEP sees the bookkeeping fence.
+        assert_eq!(&*seqnos(Usage::Read)?, &[write.seqno()]);
+        let mut all = seqnos(Usage::Bookkeep)?;
+        all.as_mut_slice().sort_unstable();
+        assert_eq!(&*all, &[write.seqno(), keep.seqno()]);
+        // An error from the callback stops the walk and comes back.
+        assert_eq!(exec.for_each_fence(Usage::Read, |_| Err(EINTR)), Err(EINTR));
+        w.signal(Ok(()));
+        k.signal(Ok(()));
         Ok(())
     }
 

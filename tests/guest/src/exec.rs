@@ -491,3 +491,194 @@ pub fn exec_rejects_bad_input(d: &Device) -> TestResult {
     check!(e == Some(libc::ENOENT), "state of an unknown VM: {e:?}");
     Ok(())
 }
+
+/// `make check` loads the driver with `job_timeout_ms=2000`.
+const JOB_TIMEOUT_MS: u64 = 2000;
+
+pub fn exec_hang_times_out_and_bans_the_queue(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    let other = d.exec_queue_create(c.vm, COMPUTE, NORMAL).map_err(e2s)?;
+    let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&bo, 0, 0x1000_0000, SZ_4K, 0)?;
+    let start = std::time::Instant::now();
+    let mut cb = CmdBuf::new();
+    cb.store32(0x1000_0000, 0x1).hang().end();
+    let status = c.run(&cb)?;
+    let took = start.elapsed().as_millis() as u64;
+    check!(status == -libc::ETIME, "hung job: fence error {status}");
+    check!(
+        took >= JOB_TIMEOUT_MS,
+        "killed after {took} ms, before the timeout"
+    );
+    check!(
+        bo.mmap().map_err(e2s)?.read_u32(0).map_err(e2s)? == 1,
+        "the hung job's first store is missing"
+    );
+    // The queue is banned; the VM and another queue keep working.
+    let e = errno(d.exec(c.queue, CMD_VA, 8, &[]));
+    check!(
+        e == Some(libc::ECANCELED),
+        "EXEC on the banned queue: {e:?}"
+    );
+    let mut cb = CmdBuf::new();
+    cb.store32(0x1000_0004, 0x2).end();
+    let m = c.cmd.mmap().map_err(e2s)?;
+    m.write(0x400, &cb.to_bytes()).map_err(e2s)?;
+    let out = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(
+        other,
+        CMD_VA + 0x400,
+        cb.len_bytes(),
+        &[DrmMirageSync::signal(out)],
+    )
+    .map_err(e2s)?;
+    d.syncobj_wait(out, 0, deadline_in(20_000)).map_err(e2s)?;
+    check!(fence_status(d, out)? == 0, "the other queue's job failed");
+    check!(
+        bo.mmap().map_err(e2s)?.read_u32(4).map_err(e2s)? == 2,
+        "the other queue's job did not write"
+    );
+    check!(
+        d.vm_get_state(c.vm).map_err(e2s)? == DRM_MIRAGE_VM_STATE_USABLE,
+        "VM state"
+    );
+    d.syncobj_destroy(out).map_err(e2s)?;
+    d.exec_queue_destroy(other).map_err(e2s)?;
+    Ok(())
+}
+
+/// Many VMs (more than the device's 16 address spaces), each with a job at
+/// once from its own thread and file: every job writes its own data.
+pub fn exec_more_vms_than_address_spaces(_: &Device) -> TestResult {
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20u32)
+            .map(|i| {
+                s.spawn(move || -> TestResult {
+                    let d = Device::open().map_err(e2s)?;
+                    let c = Ctx::new(&d)?;
+                    let bo = Bo::new(&d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
+                    c.map(&bo, 0, 0x1000_0000, SZ_64K, 0)?;
+                    for round in 0..3u32 {
+                        let pattern = (i << 16) | round;
+                        let mut cb = CmdBuf::new();
+                        cb.fill(0x1000_0000, SZ_64K, pattern).end();
+                        let status = c.run(&cb)?;
+                        check!(status == 0, "VM {i} round {round}: fence error {status}");
+                        let data = bo.mmap().map_err(e2s)?.to_vec();
+                        let bad = data
+                            .chunks_exact(4)
+                            .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != pattern);
+                        check!(bad.is_none(), "VM {i} round {round}: word {bad:?} wrong");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Closing a file whose queues have jobs waiting (on memory nobody will
+/// write) must end them and free everything.
+pub fn exec_close_with_work_in_flight(_: &Device) -> TestResult {
+    let d = Device::open().map_err(e2s)?;
+    let c = Ctx::new(&d)?;
+    let bo = Bo::new(&d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&bo, 0, 0x1000_0000, SZ_4K, 0)?;
+    let mut cb = CmdBuf::new();
+    cb.sem_wait(0x1000_0000, 7, SemCond::Eq32).end();
+    c.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &cb.to_bytes())
+        .map_err(e2s)?;
+    let gate = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(
+        c.queue,
+        CMD_VA,
+        cb.len_bytes(),
+        &[DrmMirageSync::signal(gate)],
+    )
+    .map_err(e2s)?;
+    // More jobs behind it, one waiting for it through a syncobj.
+    d.exec(c.queue, CMD_VA, cb.len_bytes(), &[]).map_err(e2s)?;
+    d.exec(
+        c.queue,
+        CMD_VA,
+        cb.len_bytes(),
+        &[DrmMirageSync::wait(gate)],
+    )
+    .map_err(e2s)?;
+    drop(bo);
+    drop(c);
+    drop(d);
+    Ok(())
+}
+
+/// Implicit synchronisation through an external BO's reservation object:
+/// a job of another VM that maps the same BO runs only after the first
+/// job, though nothing orders them explicitly.
+pub fn exec_ordered_through_an_external_bo(d: &Device) -> TestResult {
+    let a = Ctx::new(d)?;
+    let b = Ctx::new(d)?;
+    let shared = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    a.map(&shared, 0, 0x1000_0000, SZ_4K, 0)?;
+    b.map(&shared, 0, 0x2000_0000, SZ_4K, 0)?;
+    let mut first = CmdBuf::new();
+    first
+        .sem_wait(0x1000_0000, 1, SemCond::Eq32)
+        .store32(0x1000_0008, 0xaaaa)
+        .end();
+    a.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &first.to_bytes())
+        .map_err(e2s)?;
+    d.exec(a.queue, CMD_VA, first.len_bytes(), &[])
+        .map_err(e2s)?;
+    // The second job copies what the first one wrote.
+    let mut second = CmdBuf::new();
+    second
+        .copy(0x2000_0010, 0x2000_0008, 4)
+        .store32(0x2000_000c, 0xbbbb)
+        .end();
+    b.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &second.to_bytes())
+        .map_err(e2s)?;
+    let done = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(
+        b.queue,
+        CMD_VA,
+        second.len_bytes(),
+        &[DrmMirageSync::signal(done)],
+    )
+    .map_err(e2s)?;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let m = shared.mmap().map_err(e2s)?;
+    check!(
+        m.read_u32(12).map_err(e2s)? == 0,
+        "the second job ran before the first"
+    );
+    m.write_u32(0, 1).map_err(e2s)?;
+    d.syncobj_wait(done, 0, deadline_in(20_000)).map_err(e2s)?;
+    check!(fence_status(d, done)? == 0, "second job failed");
+    check!(
+        m.read_u32(16).map_err(e2s)? == 0xaaaa,
+        "the second job did not see the first one's write"
+    );
+    check!(
+        m.read_u32(12).map_err(e2s)? == 0xbbbb,
+        "the second job did not write"
+    );
+    d.syncobj_destroy(done).map_err(e2s)?;
+    Ok(())
+}

@@ -297,6 +297,10 @@ const TESTS: &[(&str, Test)] = &[
     ("vm_bind_syncs", vm::vm_bind_syncs),
     ("vm_bind_random_vs_model", vm::vm_bind_random_vs_model),
     (
+        "vm_bind_without_memory_changes_nothing",
+        vm::vm_bind_without_memory_changes_nothing,
+    ),
+    (
         "exec_fill_and_store_through_mappings",
         exec::exec_fill_and_store_through_mappings,
     ),
@@ -307,6 +311,22 @@ const TESTS: &[(&str, Test)] = &[
     ("exec_after_unmap_faults", exec::exec_after_unmap_faults),
     ("exec_in_and_out_syncobjs", exec::exec_in_and_out_syncobjs),
     ("exec_rejects_bad_input", exec::exec_rejects_bad_input),
+    (
+        "exec_hang_times_out_and_bans_the_queue",
+        exec::exec_hang_times_out_and_bans_the_queue,
+    ),
+    (
+        "exec_more_vms_than_address_spaces",
+        exec::exec_more_vms_than_address_spaces,
+    ),
+    (
+        "exec_close_with_work_in_flight",
+        exec::exec_close_with_work_in_flight,
+    ),
+    (
+        "exec_ordered_through_an_external_bo",
+        exec::exec_ordered_through_an_external_bo,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {

@@ -847,3 +847,50 @@ pub fn vm_bind_random_vs_model(d: &Device) -> TestResult {
     d.vm_destroy(other_vm).map_err(e2s)?;
     Ok(())
 }
+
+/// A bind whose page tables cannot be reserved (failure injected through
+/// `/sys/kernel/debug/mirage/fail_next_reserve`) fails with ENOMEM and
+/// leaves the VM exactly as it was.
+pub fn vm_bind_without_memory_changes_nothing(d: &Device) -> TestResult {
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let bo = Bo::new(d, 2 * SZ_2M, SYSTEM, 0).map_err(e2s)?;
+    let h = bo.handle();
+    d.vm_bind(
+        vm,
+        0,
+        &[DrmMirageVmBindOp::map(h, 0, 0x4000_0000, SZ_2M)],
+        &[],
+    )
+    .map_err(e2s)?;
+    let before = vm_debug(vm)?;
+    std::fs::write("/sys/kernel/debug/mirage/fail_next_reserve", "1").map_err(e2s)?;
+    let ops = [
+        DrmMirageVmBindOp::unmap(0x4000_0000, SZ_4K),
+        DrmMirageVmBindOp::map(h, SZ_2M, 0x9000_0000, SZ_2M),
+        DrmMirageVmBindOp::unmap_all(h),
+    ];
+    let e = errno(d.vm_bind(vm, 0, &ops, &[]));
+    check!(
+        e == Some(libc::ENOMEM),
+        "bind with the reservation failing: {e:?}"
+    );
+    let after = vm_debug(vm)?;
+    check!(
+        after.vas == before.vas,
+        "VA tree changed: {:x?} -> {:x?}",
+        before.vas,
+        after.vas
+    );
+    check!(
+        after.pool == before.pool,
+        "pool changed: {:?} -> {:?}",
+        before.pool,
+        after.pool
+    );
+    check!(after.usable, "VM unusable");
+    // The injection was used up: the same array now goes through.
+    d.vm_bind(vm, 0, &ops, &[]).map_err(e2s)?;
+    check!(vm_debug(vm)?.vas.is_empty(), "UNMAP_ALL left mappings");
+    d.vm_destroy(vm).map_err(e2s)?;
+    Ok(())
+}

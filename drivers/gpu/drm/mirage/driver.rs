@@ -3,7 +3,6 @@
 //! PCI probe, the interrupt self-test, and DRM registration.
 
 use kernel::{
-    debugfs,
     device::{Bound, Core, DeviceContext},
     dma::{Device as _, DmaMask},
     drm::{self, ioctl},
@@ -34,8 +33,6 @@ pub(crate) struct MirageDriver;
 /// Data of the DRM device: immutable once probed.
 pub(crate) struct MirageData {
     pub(crate) info: DeviceInfo,
-    /// `/sys/kernel/debug/mirage`: one file per VM.
-    pub(crate) debugfs: debugfs::Dir,
     /// The device's queues and address spaces.
     pub(crate) gpu: Arc<Gpu>,
     /// How long a job may run (the `job_timeout_ms` parameter).
@@ -200,7 +197,6 @@ impl pci::Driver for MirageDriver {
             pdev,
             Ok(MirageData {
                 info,
-                debugfs: debugfs::Dir::new(c"mirage"),
                 gpu: gpu.clone(),
                 job_timeout: Delta::from_millis(i64::from(
                     crate::module_parameters::job_timeout_ms.value(),

@@ -136,7 +136,7 @@ impl ExecQueue {
             return Err(ENOENT);
         }
         let hw_fence = jobs.ops().hw_fences.prepare((), GFP_KERNEL)?;
-        let job = jobs.prepare(
+        let mut job = jobs.prepare(
             ExecJob {
                 vm: self.vm.clone(),
                 addr,
@@ -154,6 +154,10 @@ impl ExecQueue {
             gpuvm.prepare_vm(locker, 1)?;
             gpuvm.prepare_objects(locker, 1)
         })?;
+        // Implicit synchronisation: the job may write any external BO, so it waits for their
+        // readers and writers (and for kernel work on any of them); BOOKKEEP fences, such as
+        // other jobs of this VM, do not order it.
+        exec.for_each_fence(Usage::Read, |fence| job.add_dependency(fence))?;
         let fence = jobs.commit(job);
         // Cannot fail: every object locked above has a slot reserved for it.
         if gpuvm

@@ -237,7 +237,7 @@ impl MirageFile {
             pid: current!().tgid(),
         };
         // debugfs files are best effort: one that cannot be made is empty, not an error.
-        let debugfs = KBox::pin_init(dev.debugfs.read_only_file(&name, debug), GFP_KERNEL)?;
+        let debugfs = KBox::pin_init(dev.gpu.debugfs().read_only_file(&name, debug), GFP_KERNEL)?;
         vms.next_id = id.checked_add(1).unwrap_or(1);
         vms.by_id.insert(node.into_node(
             id,

@@ -13,13 +13,17 @@
 //! signalling section; nothing here allocates while holding the scheduler lock.
 
 use kernel::{
+    debugfs,
     device::Bound,
     dma::Coherent,
     dma_buf::fence::{FenceOps, OwnedDriverFence},
     io::{register::Array, Io},
     new_mutex, pci,
     prelude::*,
-    sync::Mutex,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Mutex,
+    },
 };
 
 use crate::{irq::Bar0, regs};
@@ -98,6 +102,11 @@ struct Sched {
 #[pin_data]
 pub(crate) struct Gpu {
     bar: DevresBar0,
+    /// `/sys/kernel/debug/mirage`: one file per VM, and the knobs below.
+    debugfs: debugfs::Dir,
+    /// `fail_next_reserve`: how many of the next page-table reservations fail with `ENOMEM`, to
+    /// test that a bind that cannot get its memory leaves its VM as it was.
+    fail_reserve: Pin<KBox<debugfs::File<Atomic<u32>>>>,
     /// Rings and completion records, `QUEUE_MEM` bytes per device queue.
     mem: Coherent<[u64]>,
     #[pin]
@@ -114,8 +123,15 @@ impl Gpu {
             regs::NUM_QUEUES * QUEUE_MEM / 8,
             GFP_KERNEL,
         )?;
+        let debugfs = debugfs::Dir::new(c"mirage");
+        let fail_reserve = KBox::pin_init(
+            debugfs.read_write_file(c"fail_next_reserve", Atomic::new(0u32)),
+            GFP_KERNEL,
+        )?;
         Ok(try_pin_init!(Self {
             bar,
+            debugfs,
+            fail_reserve,
             mem,
             sched <- new_mutex!(Sched {
                 pending: KVec::new(),
@@ -133,6 +149,24 @@ impl Gpu {
                 next_seqno: 1,
             }),
         }))
+    }
+
+    /// `/sys/kernel/debug/mirage`.
+    pub(crate) fn debugfs(&self) -> &debugfs::Dir {
+        &self.debugfs
+    }
+
+    /// Whether the page-table reservation about to be made must fail (`fail_next_reserve`).
+    pub(crate) fn inject_reserve_failure(&self) -> bool {
+        let left = &**self.fail_reserve;
+        let mut n = left.load(Relaxed);
+        while n != 0 {
+            match left.cmpxchg(n, n - 1, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
     }
 
     /// The BAR, while the device is bound; for probe and unbind.

@@ -390,6 +390,9 @@ impl Vm {
         }
         let need = dry.tables();
         drop(dry);
+        if self.gpu.inject_reserve_failure() {
+            return Err(ENOMEM);
+        }
         self.pool.reserve(need)?;
         Ok(out)
     }
