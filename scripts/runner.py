@@ -253,7 +253,9 @@ def boot(sc, accel, initrd, outdir):
     try:
         shutil.copy(initrd, run.host / "initramfs.gz")
         sock = run.host / "gpu.sock"
+        # A large TLB: a driver that forgets to invalidate it must be caught.
         gpu_argv = [str(HOST_BIN / "mirage-gpu"), "--socket", str(sock), "--vram-size", VRAM,
+                    "--tlb-entries", "4096",
                     "--control", str(run.host / "control.sock")]
         if sc.inject:
             gpu_argv += ["--inject", sc.inject]

@@ -245,9 +245,12 @@ pub fn exec_after_unmap_faults(d: &Device) -> TestResult {
     let bo = Bo::new(d, SZ_2M, SYSTEM, 0).map_err(e2s)?;
     let va = 0x3000_0000;
     c.map(&bo, 0, va, SZ_2M, 0)?;
-    // Touch every page, so that the device's TLB holds them.
+    // Touch every page, so that the device's TLB holds them, the page about to be unmapped
+    // last.
     let mut cb = CmdBuf::new();
-    cb.fill(va, SZ_2M, 0x1111_1111).end();
+    cb.fill(va, SZ_2M, 0x1111_1111)
+        .store32(va + SZ_64K + 8, 0x1111_1111)
+        .end();
     check!(c.run(&cb)? == 0, "first job failed");
     // Unmap the middle of the mapping: the neighbours keep working, the hole faults.
     d.vm_bind(
