@@ -685,3 +685,85 @@ pub fn exec_ordered_through_an_external_bo(d: &Device) -> TestResult {
     d.syncobj_destroy(done).map_err(e2s)?;
     Ok(())
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A bind waiting for an in-fence is interrupted by a signal (a handler
+/// without SA_RESTART): it fails with EINTR and the VM is as it was.
+pub fn vm_bind_interrupted_changes_nothing(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    let gate_bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&gate_bo, 0, 0x1000_0000, SZ_4K, 0)?;
+    let mut cb = CmdBuf::new();
+    cb.sem_wait(0x1000_0000, 1, SemCond::Eq32).end();
+    c.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &cb.to_bytes())
+        .map_err(e2s)?;
+    let pending = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(
+        c.queue,
+        CMD_VA,
+        cb.len_bytes(),
+        &[DrmMirageSync::signal(pending)],
+    )
+    .map_err(e2s)?;
+    let before = crate::vm::vm_debug(c.vm)?;
+    // SAFETY: installs a handler that does nothing, for SIGUSR1 only, without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let op = DrmMirageVmBindOp::map(bo.handle(), 0, 0x2000_0000, SZ_4K);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let waits = [DrmMirageSync::wait(pending)];
+            let mut args = mirage::vm_bind_args(c.vm, 0, &[op], &waits).ok()?;
+            // SAFETY: pthread_self has no preconditions.
+            let _ = tx.send(unsafe { libc::pthread_self() });
+            // Not `mirage::ioctl`, which retries on EINTR as libdrm does.
+            // SAFETY: `args` is the request's argument; its pointers point into `op` and
+            // `waits`, which outlive the call.
+            let r = unsafe {
+                libc::ioctl(
+                    d.file().as_raw_fd(),
+                    DRM_IOCTL_MIRAGE_VM_BIND as _,
+                    &mut args,
+                )
+            };
+            (r != 0)
+                .then(|| std::io::Error::last_os_error().raw_os_error())
+                .flatten()
+        });
+        if let Ok(tid) = rx.recv() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            // SAFETY: the thread is alive until it is joined below.
+            unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+        }
+        t.join().unwrap_or(Some(-1))
+    });
+    check!(e == Some(libc::EINTR), "interrupted bind: {e:?}");
+    let after = crate::vm::vm_debug(c.vm)?;
+    check!(
+        after.vas == before.vas,
+        "VA tree changed: {:x?} -> {:x?}",
+        before.vas,
+        after.vas
+    );
+    gate_bo.mmap().map_err(e2s)?.write_u32(0, 1).map_err(e2s)?;
+    d.syncobj_wait(pending, 0, deadline_in(20_000))
+        .map_err(e2s)?;
+    // Now the same bind goes through at once.
+    d.vm_bind(c.vm, 0, &[op], &[DrmMirageSync::wait(pending)])
+        .map_err(e2s)?;
+    check!(
+        crate::vm::vm_debug(c.vm)?.vas.len() == before.vas.len() + 1,
+        "the bind did not map"
+    );
+    d.syncobj_destroy(pending).map_err(e2s)?;
+    Ok(())
+}

@@ -327,6 +327,10 @@ const TESTS: &[(&str, Test)] = &[
         "exec_ordered_through_an_external_bo",
         exec::exec_ordered_through_an_external_bo,
     ),
+    (
+        "vm_bind_interrupted_changes_nothing",
+        exec::vm_bind_interrupted_changes_nothing,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {

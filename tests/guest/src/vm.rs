@@ -682,15 +682,15 @@ pub fn vm_bind_syncs(d: &Device) -> TestResult {
 }
 
 /// What `/sys/kernel/debug/mirage/vm-*` says about VM `vm_id` of this process.
-struct VmDebug {
-    usable: bool,
+pub struct VmDebug {
+    pub usable: bool,
     /// reserved, used, returned, live, exhausted, unused.
-    pool: [u64; 6],
+    pub pool: [u64; 6],
     /// (start, end, BO offset) of each mapping, in address order.
-    vas: Vec<(u64, u64, u64)>,
+    pub vas: Vec<(u64, u64, u64)>,
 }
 
-fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
+pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
     let want = format!("vm {vm_id} pid {} ", std::process::id());
     let dir = std::fs::read_dir("/sys/kernel/debug/mirage").map_err(e2s)?;
     for e in dir.flatten() {

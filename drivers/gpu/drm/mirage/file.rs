@@ -24,6 +24,17 @@ use crate::{
 /// Most VMs one file may have.
 const MAX_VMS: usize = 1024;
 
+/// The first id from `*next` on that `tree` does not use, never 0; `*next` moves past it, so
+/// that a destroyed object's id is not reused at once.
+fn free_id<V>(tree: &RBTree<u32, V>, next: &mut u32) -> u32 {
+    let mut id = *next;
+    while id == 0 || tree.get(&id).is_some() {
+        id = id.wrapping_add(1);
+    }
+    *next = id.wrapping_add(1);
+    id
+}
+
 /// A VM of a file, with its debugfs file.
 struct VmEntry {
     // Removed first: a read in progress holds the VM.
@@ -132,11 +143,8 @@ impl MirageFile {
         if queues.by_id.iter().count() >= MAX_QUEUES {
             return Err(ENOSPC);
         }
-        let mut id = queues.next_id;
-        while queues.by_id.get(&id).is_some() {
-            id = id.checked_add(1).unwrap_or(1);
-        }
-        queues.next_id = id.checked_add(1).unwrap_or(1);
+        let q = &mut *queues;
+        let id = free_id(&q.by_id, &mut q.next_id);
         queues.by_id.insert(node.into_node(id, queue));
         args.exec_queue_id = id;
         Ok(0)
@@ -227,10 +235,8 @@ impl MirageFile {
         if vms.count >= MAX_VMS {
             return Err(ENOSPC);
         }
-        let mut id = vms.next_id;
-        while vms.by_id.get(&id).is_some() {
-            id = id.checked_add(1).unwrap_or(1);
-        }
+        let v = &mut *vms;
+        let id = free_id(&v.by_id, &mut v.next_id);
         let debug = VmDebug {
             vm: vm.clone(),
             id,
@@ -238,7 +244,6 @@ impl MirageFile {
         };
         // debugfs files are best effort: one that cannot be made is empty, not an error.
         let debugfs = KBox::pin_init(dev.gpu.debugfs().read_only_file(&name, debug), GFP_KERNEL)?;
-        vms.next_id = id.checked_add(1).unwrap_or(1);
         vms.by_id.insert(node.into_node(
             id,
             VmEntry {
