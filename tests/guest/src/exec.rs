@@ -767,3 +767,68 @@ pub fn vm_bind_interrupted_changes_nothing(d: &Device) -> TestResult {
     d.syncobj_destroy(pending).map_err(e2s)?;
     Ok(())
 }
+
+/// A map over an existing mapping replaces it (mmap semantics), and
+/// UNMAP_ALL removes every mapping of a BO: checked through the GPU.
+pub fn exec_map_over_and_unmap_all(d: &Device) -> TestResult {
+    let c = Ctx::new(d)?;
+    let a = Bo::new(d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
+    let b = Bo::new(d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
+    let (x, y) = (0x1000_0000u64, 0x1100_0000u64);
+    c.map(&a, 0, x, SZ_64K, 0)?;
+    // B over the middle of A's mapping, and B again elsewhere: in one array.
+    let ops = [
+        DrmMirageVmBindOp::map(b.handle(), 0, x + SZ_4K, 2 * SZ_4K),
+        DrmMirageVmBindOp::map(b.handle(), 0, y, SZ_64K),
+    ];
+    d.vm_bind(c.vm, 0, &ops, &[]).map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    cb.store32(x, 0xa0)
+        .store32(x + SZ_4K, 0xb0)
+        .store32(x + 3 * SZ_4K, 0xa3)
+        .store32(y + 8, 0xb8)
+        .end();
+    check!(c.run(&cb)? == 0, "job failed");
+    let (ma, mb) = (a.mmap().map_err(e2s)?, b.mmap().map_err(e2s)?);
+    check!(ma.read_u32(0).map_err(e2s)? == 0xa0, "A's first page");
+    check!(
+        ma.read_u32(SZ_4K as usize).map_err(e2s)? == 0,
+        "A was written under B's mapping"
+    );
+    check!(
+        ma.read_u32(3 * SZ_4K as usize).map_err(e2s)? == 0xa3,
+        "A after B's mapping"
+    );
+    check!(
+        mb.read_u32(0).map_err(e2s)? == 0xb0,
+        "B through the replacing mapping"
+    );
+    check!(
+        mb.read_u32(8).map_err(e2s)? == 0xb8,
+        "B through its second mapping"
+    );
+    // Every mapping of B goes; A's stay.
+    d.vm_bind(c.vm, 0, &[DrmMirageVmBindOp::unmap_all(b.handle())], &[])
+        .map_err(e2s)?;
+    for va in [x + SZ_4K, y] {
+        let mut cb = CmdBuf::new();
+        cb.store32(va, 0xbad).end();
+        let status = c.run(&cb)?;
+        check!(
+            status == -libc::EIO,
+            "store to {va:#x} after UNMAP_ALL: fence error {status}"
+        );
+    }
+    let mut cb = CmdBuf::new();
+    cb.store32(x + 3 * SZ_4K + 4, 0xa4).end();
+    check!(c.run(&cb)? == 0, "A's mapping after UNMAP_ALL of B");
+    check!(
+        ma.read_u32(3 * SZ_4K as usize + 4).map_err(e2s)? == 0xa4,
+        "A not written"
+    );
+    check!(
+        mb.read_u32(SZ_4K as usize).map_err(e2s)? == 0,
+        "B written after UNMAP_ALL"
+    );
+    Ok(())
+}

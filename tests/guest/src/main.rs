@@ -331,6 +331,10 @@ const TESTS: &[(&str, Test)] = &[
         "vm_bind_interrupted_changes_nothing",
         exec::vm_bind_interrupted_changes_nothing,
     ),
+    (
+        "exec_map_over_and_unmap_all",
+        exec::exec_map_over_and_unmap_all,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {
