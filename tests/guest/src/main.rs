@@ -9,6 +9,7 @@ use mirage::Device;
 use std::io;
 
 mod exec;
+mod fuzz;
 mod vm;
 
 pub type TestResult = Result<(), String>;
@@ -331,6 +332,7 @@ const TESTS: &[(&str, Test)] = &[
         "vm_bind_interrupted_changes_nothing",
         exec::vm_bind_interrupted_changes_nothing,
     ),
+    ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 
 fn main() -> std::process::ExitCode {
