@@ -29,6 +29,8 @@ const HANG: Duration = Duration::from_secs(10);
 /// Caps on the fuzz's own live objects.
 const MAX_VMS: usize = 4;
 const MAX_BOS: usize = 8;
+/// Largest BO the fuzz creates on purpose.
+const MAX_BO: u64 = SZ_2M + SZ_4K;
 
 const SZ_4K: u64 = 4096;
 const SZ_2M: u64 = 2 << 20;
@@ -473,7 +475,7 @@ impl<'d> Fuzz<'d> {
         for _ in 0..2 {
             self.vms.push(d.vm_create(0).map_err(e2s)?);
         }
-        for size in [SZ_4K, 16 * SZ_4K, SZ_2M + SZ_4K] {
+        for size in [SZ_4K, 16 * SZ_4K, MAX_BO] {
             let handle = d.gem_create(size, SYSTEM, 0).map_err(e2s)?;
             self.bos.push(BoInfo { handle, size });
         }
@@ -715,9 +717,7 @@ impl<'d> Fuzz<'d> {
                 (bytes_of(&[a]).to_vec(), String::new())
             }
             Kind::GemCreate => {
-                let size = self
-                    .rng
-                    .pick(&[SZ_4K, 4 * SZ_4K, 16 * SZ_4K, SZ_2M + SZ_4K]);
+                let size = self.rng.pick(&[SZ_4K, 4 * SZ_4K, 16 * SZ_4K, MAX_BO]);
                 let vm_id = if self.rng.one_in(3) { self.vm_id() } else { 0 };
                 let a = DrmMirageGemCreate {
                     size,
@@ -800,7 +800,18 @@ impl<'d> Fuzz<'d> {
     fn call(&mut self, watch: &Watch) -> TestResult {
         let i = pick_weighted(&mut self.rng, &WEIGHTS);
         let (len, shape) = self.build(i);
-        let req = self.request(i, len);
+        let mut req = self.request(i, len);
+        // A BO whose handle might not come back could be bound later by a
+        // stale handle and a corrupted range: shmem is lazy, but binding
+        // gigabytes of it would not be. A large one goes with the uAPI's
+        // request, whose output is read back, and is closed at once.
+        let at = offset_of!(DrmMirageGemCreate, size);
+        let size = bytes_of(&self.arg[at / 8..at / 8 + 1]);
+        if IOCTLS[i].kind == Kind::GemCreate
+            && u64::from_le_bytes(size.try_into().unwrap_or_default()) > MAX_BO
+        {
+            req = IOCTLS[i].req;
+        }
         let standard = req == IOCTLS[i].req;
         let scratch = self.arg.as_mut_ptr() as u64;
         let (ptr, place) = match self.rng.below(40) {
