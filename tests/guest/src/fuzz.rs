@@ -1083,7 +1083,8 @@ pub fn ioctl_fuzz(_: &Device) -> TestResult {
     });
     let took = watch.t0.elapsed();
     println!(
-        "    # ioctl_fuzz: {CALLS} ioctls in {:.1} s, slowest {:.1} ms ({})",
+        "    # ioctl_fuzz: {} ioctls in {:.1} s, slowest {:.1} ms ({})",
+        f.sent.iter().sum::<u32>(),
         took.as_secs_f64(),
         watch.slowest.load(Relaxed) as f64 / 1e3,
         IOCTLS[watch.slowest_ioctl.load(Relaxed) as usize].name
