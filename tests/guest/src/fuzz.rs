@@ -29,6 +29,7 @@ const HANG: Duration = Duration::from_secs(10);
 /// Caps on the fuzz's own live objects.
 const MAX_VMS: usize = 4;
 const MAX_BOS: usize = 8;
+const MAX_QUEUES: usize = 4;
 /// Largest BO the fuzz creates on purpose.
 const MAX_BO: u64 = SZ_2M + SZ_4K;
 
@@ -165,6 +166,28 @@ const BIND_OP: Fields = fields!(DrmMirageVmBindOp {
     pad2: 4,
     reserved: 24,
 });
+const EXEC_QUEUE_CREATE: Fields = fields!(DrmMirageExecQueueCreate {
+    extensions: 8,
+    vm_id: 4,
+    engine_class: 4,
+    flags: 4,
+    priority: 4,
+    exec_queue_id: 4,
+    pad: 4,
+    reserved: 16,
+});
+const EXEC_QUEUE_DESTROY: Fields = fields!(DrmMirageExecQueueDestroy {
+    extensions: 8,
+    exec_queue_id: 4,
+    pad: 4,
+    reserved: 16,
+});
+const VM_GET_STATE: Fields = fields!(DrmMirageVmGetState {
+    extensions: 8,
+    vm_id: 4,
+    state: 4,
+    reserved: 16,
+});
 const SYNC: Fields = fields!(DrmMirageSync {
     extensions: 8,
     type_: 4,
@@ -190,7 +213,10 @@ enum Kind {
     VmCreate,
     VmDestroy,
     VmBind,
-    /// A number the driver does not implement (yet): random bytes only.
+    ExecQueueCreate,
+    ExecQueueDestroy,
+    VmGetState,
+    /// EXEC, or a number the uAPI does not define: random bytes only.
     Other,
 }
 
@@ -211,8 +237,9 @@ const fn other(name: &'static str, req: u64) -> Ioctl {
     }
 }
 
-/// Every implemented number, the four the uAPI defines but the driver does
-/// not implement yet, and a few it does not define at all.
+/// Every number the uAPI defines, and a few it does not. EXEC gets random
+/// bytes only: a nearly valid one would run GPU jobs, whose faults and
+/// timeouts are the business of the EXEC tests.
 const IOCTLS: &[Ioctl] = &[
     Ioctl {
         name: "GET_PARAM",
@@ -250,10 +277,25 @@ const IOCTLS: &[Ioctl] = &[
         req: DRM_IOCTL_MIRAGE_VM_BIND,
         fields: VM_BIND,
     },
-    other("EXEC_QUEUE_CREATE", DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE),
-    other("EXEC_QUEUE_DESTROY", DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY),
+    Ioctl {
+        name: "EXEC_QUEUE_CREATE",
+        kind: Kind::ExecQueueCreate,
+        req: DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE,
+        fields: EXEC_QUEUE_CREATE,
+    },
+    Ioctl {
+        name: "EXEC_QUEUE_DESTROY",
+        kind: Kind::ExecQueueDestroy,
+        req: DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY,
+        fields: EXEC_QUEUE_DESTROY,
+    },
     other("EXEC", DRM_IOCTL_MIRAGE_EXEC),
-    other("VM_GET_STATE", DRM_IOCTL_MIRAGE_VM_GET_STATE),
+    Ioctl {
+        name: "VM_GET_STATE",
+        kind: Kind::VmGetState,
+        req: DRM_IOCTL_MIRAGE_VM_GET_STATE,
+        fields: VM_GET_STATE,
+    },
     other(
         "nr 0x0a",
         ioc(IOC_READ | IOC_WRITE, DRM_COMMAND_BASE + 0x0a, 64),
@@ -267,7 +309,7 @@ const IOCTLS: &[Ioctl] = &[
 ];
 
 /// Relative frequency of each entry of [`IOCTLS`].
-const WEIGHTS: [u64; 13] = [6, 8, 6, 6, 6, 50, 3, 3, 3, 3, 2, 2, 2];
+const WEIGHTS: [u64; 13] = [6, 8, 6, 6, 6, 48, 4, 4, 2, 4, 2, 2, 2];
 const _: () = assert!(WEIGHTS.len() == IOCTLS.len());
 
 /// Two pages, the first readable and writable, the second inaccessible: an
@@ -393,6 +435,7 @@ struct Fuzz<'d> {
     rng: Rng,
     vms: Vec<u32>,
     bos: Vec<BoInfo>,
+    queues: Vec<u32>,
     /// Binary syncobjs; the first is made without a fence.
     binary: Vec<u32>,
     /// Timeline syncobjs and the last point handed out for each.
@@ -419,6 +462,7 @@ impl<'d> Fuzz<'d> {
             rng: Rng(seed),
             vms: Vec::new(),
             bos: Vec::new(),
+            queues: Vec::new(),
             binary: Vec::new(),
             timelines: Vec::new(),
             stale: Vec::new(),
@@ -454,9 +498,14 @@ impl<'d> Fuzz<'d> {
         self.epoch()
     }
 
-    /// Tears down the fuzz's VMs and BOs and makes a fresh set.
+    /// Tears down the fuzz's exec queues, VMs and BOs and makes a fresh set.
     fn epoch(&mut self) -> TestResult {
         let d = self.d;
+        for q in std::mem::take(&mut self.queues) {
+            d.exec_queue_destroy(q)
+                .map_err(|e| format!("destroying exec queue {q}: {e}"))?;
+            self.stale.push(q);
+        }
         for vm in std::mem::take(&mut self.vms) {
             d.vm_destroy(vm)
                 .map_err(|e| format!("destroying VM {vm}: {e}"))?;
@@ -491,6 +540,15 @@ impl<'d> Fuzz<'d> {
     fn vm_id(&mut self) -> u32 {
         if !self.vms.is_empty() && !self.rng.one_in(10) {
             self.rng.pick(&self.vms)
+        } else {
+            self.rng.pick(&self.stale)
+        }
+    }
+
+    /// An exec queue id: a live one mostly, else one that names nothing.
+    fn queue_id(&mut self) -> u32 {
+        if !self.queues.is_empty() && !self.rng.one_in(5) {
+            self.rng.pick(&self.queues)
         } else {
             self.rng.pick(&self.stale)
         }
@@ -675,8 +733,9 @@ impl<'d> Fuzz<'d> {
         if syncs_place != Place::Valid && num_syncs > 0 {
             what += &format!(" syncs {syncs_place:?}");
         }
+        // Binds run on the VM's default queue only: an exec queue's id fails.
         let exec_queue_id = if self.rng.one_in(20) {
-            1 + self.rng.below(4) as u32
+            self.queue_id()
         } else {
             0
         };
@@ -748,6 +807,30 @@ impl<'d> Fuzz<'d> {
             Kind::VmBind => {
                 let (a, what) = self.vm_bind();
                 (bytes_of(&[a]).to_vec(), what)
+            }
+            Kind::ExecQueueCreate => {
+                // HIGH priority needs CAP_SYS_NICE, which the guest's root has.
+                let a = DrmMirageExecQueueCreate {
+                    vm_id: self.vm_id(),
+                    engine_class: DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
+                    priority: self.rng.below(3) as u32,
+                    ..Default::default()
+                };
+                (bytes_of(&[a]).to_vec(), String::new())
+            }
+            Kind::ExecQueueDestroy => {
+                let a = DrmMirageExecQueueDestroy {
+                    exec_queue_id: self.queue_id(),
+                    ..Default::default()
+                };
+                (bytes_of(&[a]).to_vec(), String::new())
+            }
+            Kind::VmGetState => {
+                let a = DrmMirageVmGetState {
+                    vm_id: self.vm_id(),
+                    ..Default::default()
+                };
+                (bytes_of(&[a]).to_vec(), String::new())
             }
             Kind::Other => unreachable!(),
         };
@@ -898,6 +981,21 @@ impl<'d> Fuzz<'d> {
                 let vm = u32_at(offset_of!(DrmMirageVmDestroy, vm_id));
                 self.vms.retain(|&v| v != vm);
                 self.stale.push(vm);
+            }
+            Kind::ExecQueueCreate if standard => {
+                let q = u32_at(offset_of!(DrmMirageExecQueueCreate, exec_queue_id));
+                if valid && self.queues.len() < MAX_QUEUES {
+                    self.queues.push(q);
+                } else {
+                    d.exec_queue_destroy(q)
+                        .map_err(|e| format!("destroying new exec queue {q}: {e}"))?;
+                }
+            }
+            // As for VM_DESTROY.
+            Kind::ExecQueueDestroy => {
+                let q = u32_at(offset_of!(DrmMirageExecQueueDestroy, exec_queue_id));
+                self.queues.retain(|&v| v != q);
+                self.stale.push(q);
             }
             Kind::VmBind if u32_at(offset_of!(DrmMirageVmBind, num_binds)) > 1 => {
                 self.multi_op_binds += 1;
