@@ -309,7 +309,7 @@ const IOCTLS: &[Ioctl] = &[
 ];
 
 /// Relative frequency of each entry of [`IOCTLS`].
-const WEIGHTS: [u64; 13] = [8, 8, 8, 6, 6, 30, 4, 4, 3, 6, 3, 3, 3];
+const WEIGHTS: [u64; 13] = [8, 8, 8, 6, 6, 22, 4, 4, 3, 6, 3, 3, 3];
 const _: () = assert!(WEIGHTS.len() == IOCTLS.len());
 
 /// Two pages, the first readable and writable, the second inaccessible: an
@@ -597,7 +597,7 @@ impl<'d> Fuzz<'d> {
                 let pages = bo.size / SZ_4K;
                 let first = self.rng.below(pages);
                 let left = pages - first;
-                let n = if !small && self.rng.one_in(8) {
+                let n = if !small && self.rng.one_in(16) {
                     left
                 } else {
                     1 + self.rng.below(left.min(16))
