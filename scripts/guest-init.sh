@@ -78,7 +78,7 @@ leak_scan() {
 case "$mode" in
 alive)
 	;;
-run|test)
+run|test|bench)
 	# Forget what boot allocated, so the scan after rmmod speaks of mirage.
 	[ -e /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak
 	if [ "$mode" = test ]; then
@@ -96,8 +96,15 @@ run|test)
 	else
 		mirage info >/tmp/info.txt 2>&1
 		echo "MIRAGE: info rc=$?"
+	fi
+	if [ "$mode" = test ]; then
 		mirage-tests
 		echo "MIRAGE: tests rc=$?"
+	elif [ "$mode" = bench ]; then
+		# The host runner prints what lies between these two markers.
+		echo "MIRAGE: bench begin"
+		mirage-bench
+		echo "MIRAGE: bench rc=$?"
 	fi
 	rmmod mirage
 	echo "MIRAGE: rmmod rc=$?"

@@ -5,11 +5,11 @@
 # guest binaries.
 . "$(dirname "$0")/lib.sh"
 
-usage() { die "usage: $0 run | check [--only SCENARIO]"; }
+usage() { die "usage: $0 run | bench | check [--only SCENARIO]"; }
 cmd=${1:-}
 only=
 case "$cmd" in
-run) [ $# = 1 ] || usage ;;
+run | bench) [ $# = 1 ] || usage ;;
 check)
 	case "${2:-}" in
 	"") [ $# = 1 ] || usage ;;
@@ -121,15 +121,15 @@ fi
 build_bins() {
 	mcargo build --release -q -p mirage-gpu &&
 		RUSTFLAGS="-C target-feature=+crt-static" mcargo build --release -q \
-			--target x86_64-unknown-linux-gnu -p mirage -p mirage-tests
+			--target x86_64-unknown-linux-gnu -p mirage -p mirage-tests -p mirage-bench
 }
 
-if [ "$cmd" = run ]; then
+if [ "$cmd" = run ] || [ "$cmd" = bench ]; then
 	build_bins || die "cargo build failed"
 	"$MIRAGE_ROOT/scripts/kernel.sh"
 	chroot_mount
 	rc=0
-	python3 "$MIRAGE_ROOT/scripts/runner.py" run || rc=$?
+	python3 "$MIRAGE_ROOT/scripts/runner.py" "$cmd" || rc=$?
 	exit $rc
 fi
 

@@ -8,6 +8,7 @@ and kernel splats, and keeps every log in the results folder. It kills only
 the processes it started.
 
     runner.py run                  # the demo: boot, modprobe, `mirage info`
+    runner.py bench                # boot, run `mirage-bench`, print its numbers
     runner.py check [--only NAME]  # every guest scenario (or one); prints results
 
 `check` prints one line per result and ends with "N passed, N failed".
@@ -104,6 +105,10 @@ SCENARIOS = {
     ),
 }
 
+# What `make bench` boots; not part of `make check`: it judges the boot
+# (driver loaded, no splat), never the numbers.
+BENCH = Scenario("bench", "bench", timeout=900)
+
 
 # --- initramfs -------------------------------------------------------------
 
@@ -131,7 +136,7 @@ def build_initramfs(dest):
     entries.append(("init", 0o100755, (ROOT / "scripts/guest-init.sh").read_bytes(), None))
     entries.append(("bin/busybox", 0o100755, (CHROOT / "bin/busybox").read_bytes(), None))
     entries.append(("bin/sh", 0o120777, None, "busybox"))
-    for exe in ["mirage", "mirage-tests"]:
+    for exe in ["mirage", "mirage-tests", "mirage-bench"]:
         p = GUEST_BIN / exe
         if not p.exists():
             raise SystemExit(f"missing guest binary {p}; run scripts/mirage.sh")
@@ -462,11 +467,13 @@ def judge(sc, text):
 
     done = any(l.startswith("MIRAGE: done") for l in lines)
     expect("guest reached the end of init", done, "no 'MIRAGE: done' (crash, panic or hang)")
-    if sc.mode in ("test", "run"):
+    if sc.mode in ("test", "run", "bench"):
         expect("modprobe mirage", mk.get("modprobe rc") == "0", f"rc {mk.get('modprobe rc')}")
         expect("driver bound", mk.get("bound") == "1", "the device is not bound to mirage")
         expect("mirage info", mk.get("info rc") == "0", f"rc {mk.get('info rc')}")
         expect("rmmod mirage", mk.get("rmmod rc") == "0", f"rc {mk.get('rmmod rc')}")
+        if sc.mode == "bench":
+            expect("mirage-bench exit status", mk.get("bench rc") == "0", f"rc {mk.get('bench rc')}")
         if sc.mode == "test":
             cases = parse_ktap(lines)
             suites = {c.name.split(".")[0] for c in cases if c.status == "pass"}
@@ -515,24 +522,47 @@ def prepare():
     return initrd
 
 
-def cmd_run(_args):
+def section(text, name):
+    """What a guest program printed between "MIRAGE: <name> begin" and
+    "MIRAGE: <name> rc=...", without the kernel messages (timestamped) that
+    share the console."""
+    out = None
+    for l in text.splitlines():
+        l = l.rstrip("\r")
+        m = marker_text(l)
+        if out is None:
+            if m is not None and m.strip() == f"{name} begin":
+                out = []
+        elif m is not None and m.startswith(f"{name} rc="):
+            break
+        elif not TIMESTAMP.match(l):
+            out.append(l)
+    return out or []
+
+
+def demo(sc, header=None):
+    """Boots `sc`, prints its section of the console, judges the boot."""
     initrd = prepare()
     accel = pick_accel(initrd)
-    sc = Scenario("demo", "run", timeout=600)
     text, res = boot(sc, accel, initrd, RESULTS)
-    lines = strip(text)
-    if "MIRAGE: info begin" in lines:
-        i = lines.index("MIRAGE: info begin")
-        for l in lines[i + 1:]:
-            if l.startswith("MIRAGE: info rc="):
-                break
-            print(l)
+    if header:
+        print(header.format(accel=accel))
+    for l in section(text, "info" if sc.mode == "run" else sc.mode):
+        print(l)
     res += judge(sc, text)
     bad = [r for r in res if r.status == "fail"]
     for r in bad:
         print(f"FAIL {r.name}: {r.detail}")
-    print(f"logs: {RESULTS}/demo-serial.log, {RESULTS}/demo-gpu.log")
+    print(f"logs: {RESULTS}/{sc.name}-serial.log, {RESULTS}/{sc.name}-gpu.log")
     return 1 if bad else 0
+
+
+def cmd_run(_args):
+    return demo(Scenario("demo", "run", timeout=600))
+
+
+def cmd_bench(_args):
+    return demo(BENCH, header="mirage-bench in the test guest (QEMU accel {accel}, debug kernel)\n")
 
 
 def cmd_check(args):
@@ -561,12 +591,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run")
+    sub.add_parser("bench")
     c = sub.add_parser("check")
     c.add_argument("--only", choices=list(SCENARIOS))
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runner.py must run as root (it chroots into the toolchain)")
-    return {"run": cmd_run, "check": cmd_check}[a.cmd](a)
+    return {"run": cmd_run, "bench": cmd_bench, "check": cmd_check}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -183,5 +183,39 @@ MIRAGE: done
         self.assertEqual(v["bad-id: guest reached the end of init"], "fail")
 
 
+class BenchTest(unittest.TestCase):
+    LOG = """
+[    4.000000] mirage 0000:00:01.0: self-tests passed (irq, dma, mmu job)
+MIRAGE: modprobe rc=0
+MIRAGE: bound=1
+MIRAGE: info rc=0
+MIRAGE: bench begin
+mirage-bench: costs measured side by side
+[    6.500000] random: crng init done
+no-op ioctl (GET_PARAM)      12000 ns
+MIRAGE: bench rc=0
+MIRAGE: rmmod rc=0
+MIRAGE: done
+"""
+
+    def test_the_section_is_the_program_output_without_kernel_messages(self):
+        self.assertEqual(runner.section(self.LOG, "bench"),
+                         ["mirage-bench: costs measured side by side",
+                          "no-op ioctl (GET_PARAM)      12000 ns"])
+        self.assertEqual(runner.section(self.LOG, "info"), [])
+        # Without its end (the program hung or died), all that follows shows.
+        self.assertEqual(runner.section(self.LOG.replace("MIRAGE: bench rc=0\n", ""), "bench")[-1],
+                         "MIRAGE: done")
+
+    def test_a_bench_boot_is_judged_by_its_markers_not_its_numbers(self):
+        def verdicts(text):
+            return {r.name: r.status for r in runner.judge(runner.BENCH, text)}
+        v = verdicts(self.LOG)
+        self.assertEqual([n for n, s in v.items() if s != "pass"], [])
+        v = verdicts(self.LOG.replace("bench rc=0", "bench rc=1"))
+        self.assertEqual(v["bench: mirage-bench exit status"], "fail")
+        self.assertNotIn("bench", runner.SCENARIOS)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -9,6 +9,7 @@ use mirage::Device;
 use std::io;
 
 mod exec;
+mod fuzz;
 mod vm;
 
 pub type TestResult = Result<(), String>;
@@ -335,6 +336,7 @@ const TESTS: &[(&str, Test)] = &[
         "exec_map_over_and_unmap_all",
         exec::exec_map_over_and_unmap_all,
     ),
+    ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 
 fn main() -> std::process::ExitCode {

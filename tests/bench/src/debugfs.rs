@@ -1,0 +1,245 @@
+//! The driver's per-VM debugfs file, `/sys/kernel/debug/mirage/vm-<serial>`:
+//!
+//! ```text
+//! vm <vm_id> pid <tgid> usable <0|1>
+//! pool reserved <n> used <n> returned <n> live <n> exhausted <n> unused <n>
+//! va 0x<start> 0x<end> offset 0x<bo offset>
+//! ...
+//! ```
+//!
+//! The pool counts are page tables over the VM's life.
+
+use std::path::Path;
+
+/// The second line: the VM's page-table pool counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pool {
+    pub reserved: u64,
+    pub used: u64,
+    pub returned: u64,
+    pub live: u64,
+    pub exhausted: u64,
+    pub unused: u64,
+}
+
+impl Pool {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &Pool) -> Pool {
+        Pool {
+            reserved: self.reserved - before.reserved,
+            used: self.used - before.used,
+            returned: self.returned - before.returned,
+            live: self.live,
+            exhausted: self.exhausted - before.exhausted,
+            unused: self.unused - before.unused,
+        }
+    }
+}
+
+/// A VM's file, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmFile {
+    pub vm_id: u32,
+    pub pid: u32,
+    pub usable: bool,
+    pub pool: Pool,
+    /// `(start, end, bo offset)` of each mapping.
+    pub mappings: Vec<(u64, u64, u64)>,
+}
+
+/// The words of `line` after `tag`, as `key value` pairs whose keys must
+/// be `keys`, in order.
+fn pairs<'a, const N: usize>(line: &'a str, tag: &str, keys: [&str; N]) -> Option<[&'a str; N]> {
+    let mut w = line.split_whitespace();
+    if w.next()? != tag {
+        return None;
+    }
+    let mut out = [""; N];
+    for (k, o) in keys.iter().zip(&mut out) {
+        if w.next()? != *k {
+            return None;
+        }
+        *o = w.next()?;
+    }
+    w.next().is_none().then_some(out)
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+/// Parses a VM's file; `None` if it is not in the format above.
+pub fn parse(text: &str) -> Option<VmFile> {
+    let mut lines = text.lines();
+    let first = lines.next()?;
+    let mut w = first.split_whitespace();
+    let (vm_id, pid, usable) = match (
+        w.next(),
+        w.next(),
+        w.next(),
+        w.next(),
+        w.next(),
+        w.next(),
+        w.next(),
+    ) {
+        (Some("vm"), Some(id), Some("pid"), Some(pid), Some("usable"), Some(u), None) => {
+            (id.parse().ok()?, pid.parse().ok()?, matches!(u, "1"))
+        }
+        _ => return None,
+    };
+    let p = pairs(
+        lines.next()?,
+        "pool",
+        [
+            "reserved",
+            "used",
+            "returned",
+            "live",
+            "exhausted",
+            "unused",
+        ],
+    )?;
+    let n = |i: usize| p[i].parse::<u64>().ok();
+    let pool = Pool {
+        reserved: n(0)?,
+        used: n(1)?,
+        returned: n(2)?,
+        live: n(3)?,
+        exhausted: n(4)?,
+        unused: n(5)?,
+    };
+    let mut mappings = Vec::new();
+    for l in lines.filter(|l| !l.trim().is_empty()) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w[..] {
+            ["va", start, end, "offset", off] => mappings.push((hex(start)?, hex(end)?, hex(off)?)),
+            _ => return None,
+        }
+    }
+    Some(VmFile {
+        vm_id,
+        pid,
+        usable,
+        pool,
+        mappings,
+    })
+}
+
+/// The file of VM `vm_id` of process `pid` under `dir`
+/// (`/sys/kernel/debug/mirage`): `Err` says why there is none.
+pub fn find(dir: &Path, vm_id: u32, pid: u32) -> Result<VmFile, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("vm-") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        if let Some(f) = parse(&text) {
+            if f.vm_id == vm_id && f.pid == pid {
+                return Ok(f);
+            }
+        }
+    }
+    Err(format!(
+        "no vm-* file for VM {vm_id} of pid {pid} in {}",
+        dir.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "vm 3 pid 77 usable 1\n\
+        pool reserved 25 used 22 returned 2 live 20 exhausted 0 unused 3\n\
+        va 0x100000 0x101000 offset 0x0\n\
+        va 0x40000000 0x40400000 offset 0x200000\n";
+
+    #[test]
+    fn a_vm_file_parses() {
+        let f = parse(FILE).unwrap_or_else(|| panic!("did not parse"));
+        assert_eq!((f.vm_id, f.pid, f.usable), (3, 77, true));
+        assert_eq!(
+            f.pool,
+            Pool {
+                reserved: 25,
+                used: 22,
+                returned: 2,
+                live: 20,
+                exhausted: 0,
+                unused: 3
+            }
+        );
+        assert_eq!(
+            f.mappings,
+            [
+                (0x10_0000, 0x10_1000, 0),
+                (0x4000_0000, 0x4040_0000, 0x20_0000)
+            ]
+        );
+        let none = parse(
+            "vm 4 pid 1 usable 0\npool reserved 0 used 0 returned 0 live 0 exhausted 0 unused 0\n",
+        )
+        .unwrap_or_else(|| panic!("did not parse"));
+        assert!(!none.usable && none.mappings.is_empty());
+    }
+
+    #[test]
+    fn another_format_does_not_parse() {
+        for bad in [
+            "",
+            "vm 3 pid 77\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0\n",
+            "vm x pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0\n",
+            "vm 3 pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0\n",
+            "vm 3 pid 77 usable 1\npool used 1 reserved 1 returned 0 live 1 exhausted 0 unused 0\n",
+            "vm 3 pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 x 1\n",
+            "vm 3 pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0\nva 1000 2000 offset 0x0\n",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn since_subtracts_the_cumulative_counts() {
+        let a = Pool {
+            reserved: 5,
+            used: 4,
+            returned: 1,
+            live: 3,
+            exhausted: 0,
+            unused: 1,
+        };
+        let b = Pool {
+            reserved: 30,
+            used: 26,
+            returned: 1,
+            live: 25,
+            exhausted: 0,
+            unused: 4,
+        };
+        let d = b.since(&a);
+        assert_eq!((d.reserved, d.used, d.unused, d.live), (25, 22, 3, 25));
+    }
+
+    #[test]
+    fn find_picks_the_file_of_the_vm_and_pid() {
+        let dir = std::env::temp_dir().join(format!("mirage-bench-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let write = |n: &str, t: &str| {
+            std::fs::write(dir.join(n), t).unwrap_or_else(|e| panic!("{e}"));
+        };
+        write("vm-1", &FILE.replace("pid 77", "pid 78"));
+        write("vm-2", FILE);
+        write("vm-3", &FILE.replace("vm 3", "vm 4"));
+        write("other", &FILE.replace("reserved 25", "reserved 99"));
+        let f = find(&dir, 3, 77).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((f.vm_id, f.pid, f.pool.reserved), (3, 77, 25));
+        assert!(find(&dir, 5, 77).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(find(&dir, 3, 77).is_err());
+    }
+}
