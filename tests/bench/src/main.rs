@@ -182,11 +182,61 @@ fn arrays(d: &Device) -> Result<(Stat, u64, Tables), String> {
 }
 
 // --- EXEC of an empty job to completion --------------------------------------
-// Placeholder for the lead, with EXEC: submit an empty command buffer to a COMPUTE
-// exec queue, wait for its out-syncobj, and return the [`Stat`] of the ns per
-// job (printed with its ratio to the no-op like the binds above).
-fn exec_empty_job(_d: &Device) -> Option<Result<Stat, String>> {
-    None
+
+/// Jobs of the EXEC item, after as many to warm up.
+const JOBS: usize = 200;
+
+/// An empty command buffer (one END) submitted to a COMPUTE exec queue, each
+/// job waited for through its out-syncobj: ns per job, submission to
+/// completion.
+fn exec_empty_job(d: &Device) -> Option<Result<Stat, String>> {
+    Some(exec_jobs(d))
+}
+
+fn exec_jobs(d: &Device) -> Result<Stat, String> {
+    const CMD_VA: u64 = 0x1000_0000;
+    let vm = d.vm_create(0).map_err(err("VM_CREATE"))?;
+    let queue = d
+        .exec_queue_create(
+            vm,
+            DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
+            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
+        )
+        .map_err(err("EXEC_QUEUE_CREATE"))?;
+    let cmd = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(err("GEM_CREATE"))?;
+    let end = mirage::cmd::CmdBuf::new().end().to_bytes();
+    cmd.mmap()
+        .and_then(|m| m.write(0, &end))
+        .map_err(err("writing the command buffer"))?;
+    d.vm_bind(
+        vm,
+        0,
+        &[DrmMirageVmBindOp::map(cmd.handle(), 0, CMD_VA, SZ_4K)],
+        &[],
+    )
+    .map_err(err("VM_BIND"))?;
+    let out = d.syncobj_create(0).map_err(err("SYNCOBJ_CREATE"))?;
+    let mut times = Vec::with_capacity(JOBS);
+    for i in 0..2 * JOBS {
+        let (ns, r) = timed(|| -> io::Result<()> {
+            d.exec(
+                queue,
+                CMD_VA,
+                end.len() as u64,
+                &[DrmMirageSync::signal(out)],
+            )?;
+            d.syncobj_wait(out, 0, i64::MAX)
+        });
+        r.map_err(err("EXEC"))?;
+        if i >= JOBS {
+            times.push(ns);
+        }
+    }
+    d.syncobj_destroy(out).map_err(err("SYNCOBJ_DESTROY"))?;
+    d.exec_queue_destroy(queue)
+        .map_err(err("EXEC_QUEUE_DESTROY"))?;
+    d.vm_destroy(vm).map_err(err("VM_DESTROY"))?;
+    Ok(median_p90(&mut times))
 }
 
 fn run() -> Result<(), String> {
@@ -219,7 +269,6 @@ fn run() -> Result<(), String> {
         p90: unmap_all,
     };
     line("VM_BIND unmap of those 40000 KiB (one call)", once, &noop);
-    // The lead fills this in with EXEC (see exec_empty_job()).
     let exec = "EXEC of an empty job to completion";
     match exec_empty_job(&d) {
         None => println!("{exec:<44} n/a (not measured yet)"),
