@@ -832,3 +832,51 @@ pub fn exec_map_over_and_unmap_all(d: &Device) -> TestResult {
     );
     Ok(())
 }
+
+/// A VM destroyed, and its exec queue too, while a job of it waits on the
+/// GPU: the job's VM, page tables and mappings stay until it ends, so it
+/// completes and writes its data once released.
+pub fn exec_vm_destroyed_while_its_job_runs(d: &Device) -> TestResult {
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let queue = d.exec_queue_create(vm, COMPUTE, NORMAL).map_err(e2s)?;
+    let cmd = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let data = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let ops = [
+        DrmMirageVmBindOp::map(cmd.handle(), 0, CMD_VA, SZ_4K),
+        DrmMirageVmBindOp::map(data.handle(), 0, 0x1000_0000, SZ_4K),
+    ];
+    d.vm_bind(vm, 0, &ops, &[]).map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    cb.sem_wait(0x1000_0000, 1, SemCond::Eq32)
+        .store32(0x1000_0008, 0x0bad_f00d)
+        .end();
+    cmd.mmap()
+        .map_err(e2s)?
+        .write(0, &cb.to_bytes())
+        .map_err(e2s)?;
+    let out = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(queue, CMD_VA, cb.len_bytes(), &[DrmMirageSync::signal(out)])
+        .map_err(e2s)?;
+    let m = data.mmap().map_err(e2s)?;
+    d.vm_destroy(vm).map_err(e2s)?;
+    let destroyed = std::thread::scope(|s| {
+        // Destroying the queue waits for its job on the device.
+        let t = s.spawn(|| d.exec_queue_destroy(queue));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let _ = m.write_u32(0, 1);
+        t.join()
+    });
+    check!(
+        matches!(destroyed, Ok(Ok(()))),
+        "queue destroy: {destroyed:?}"
+    );
+    d.syncobj_wait(out, 0, deadline_in(20_000)).map_err(e2s)?;
+    let status = fence_status(d, out)?;
+    check!(status == 0, "the job of a destroyed VM ended with {status}");
+    check!(
+        m.read_u32(8).map_err(e2s)? == 0x0bad_f00d,
+        "the job did not write"
+    );
+    d.syncobj_destroy(out).map_err(e2s)?;
+    Ok(())
+}

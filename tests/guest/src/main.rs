@@ -336,6 +336,10 @@ const TESTS: &[(&str, Test)] = &[
         "exec_map_over_and_unmap_all",
         exec::exec_map_over_and_unmap_all,
     ),
+    (
+        "exec_vm_destroyed_while_its_job_runs",
+        exec::exec_vm_destroyed_while_its_job_runs,
+    ),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 
