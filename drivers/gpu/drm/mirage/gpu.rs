@@ -31,6 +31,9 @@ use crate::{irq::Bar0, regs};
 /// The BAR, revoked when the device is unbound.
 pub(crate) type DevresBar0 = pci::DevresBar<{ regs::BAR0_MAPPED }>;
 
+/// Access to [`DevresBar0`] while the device is bound (an RCU read-side section: no sleeping).
+type BarGuard<'a> = kernel::devres::DevresGuard<'a, pci::Bar<'static, { regs::BAR0_MAPPED }>>;
+
 /// The hardware fences of mirage jobs.
 pub(crate) struct HwFenceOps;
 
@@ -178,10 +181,7 @@ impl Gpu {
     }
 
     /// The BAR, for code that runs without a bound device at hand; `None` once unbound.
-    pub(crate) fn try_bar(
-        &self,
-    ) -> Option<kernel::devres::DevresGuard<'_, kernel::pci::Bar<'static, { regs::BAR0_MAPPED }>>>
-    {
+    pub(crate) fn try_bar(&self) -> Option<BarGuard<'_>> {
         self.bar.try_access()
     }
 
@@ -493,9 +493,7 @@ impl Gpu {
 
     fn flush_locked(
         s: &Sched,
-        bar: &Option<
-            kernel::devres::DevresGuard<'_, kernel::pci::Bar<'static, { regs::BAR0_MAPPED }>>,
-        >,
+        bar: &Option<BarGuard<'_>>,
         serial: u64,
         start: u64,
         end: u64,
