@@ -880,3 +880,84 @@ pub fn exec_vm_destroyed_while_its_job_runs(d: &Device) -> TestResult {
     d.syncobj_destroy(out).map_err(e2s)?;
     Ok(())
 }
+
+/// Leaves the device busy and exits without tearing anything down, so that
+/// `guest-init.sh` unloads the module right behind it: the file is closed by
+/// the process's exit while jobs run, wait on each other and on VMs that
+/// were destroyed, and `rmmod` follows at once. Checks that the work is
+/// still in flight when it leaves.
+pub fn leave_work_in_flight(d: &Device) -> TestResult {
+    // A job that never ends by itself (it is killed by the job timeout),
+    // two more behind it on its queue, and one on another queue that waits
+    // for it through a syncobj.
+    let a = Ctx::new(d)?;
+    let sem = Bo::new(d, SZ_4K, SYSTEM, a.vm).map_err(e2s)?;
+    a.map(&sem, 0, 0x1000_0000, SZ_4K, 0)?;
+    let mut stuck = CmdBuf::new();
+    stuck.sem_wait(0x1000_0000, 7, SemCond::Eq32).end();
+    a.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &stuck.to_bytes())
+        .map_err(e2s)?;
+    let gate = d.syncobj_create(0).map_err(e2s)?;
+    d.exec(
+        a.queue,
+        CMD_VA,
+        stuck.len_bytes(),
+        &[DrmMirageSync::signal(gate)],
+    )
+    .map_err(e2s)?;
+    for _ in 0..2 {
+        d.exec(a.queue, CMD_VA, stuck.len_bytes(), &[])
+            .map_err(e2s)?;
+    }
+
+    // An external BO mapped in a second VM too, written by a job that waits
+    // for the stuck one; the second VM is destroyed with the job queued.
+    let shared = Bo::new(d, 4 * SZ_2M, SYSTEM, 0).map_err(e2s)?;
+    a.map(&shared, 0, 0x4000_0000, 4 * SZ_2M, 0)?;
+    let b = Ctx::new(d)?;
+    b.map(&shared, 0, 0x4000_0000, 4 * SZ_2M, 0)?;
+    let mut fill = CmdBuf::new();
+    fill.fill(0x4000_0000, 4 * SZ_2M, 0x5a5a_5a5a).end();
+    b.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &fill.to_bytes())
+        .map_err(e2s)?;
+    d.exec(
+        b.queue,
+        CMD_VA,
+        fill.len_bytes(),
+        &[DrmMirageSync::wait(gate)],
+    )
+    .map_err(e2s)?;
+    d.vm_destroy(b.vm).map_err(e2s)?;
+
+    // A third VM with a long job of its own, mapped and mmapped at exit.
+    let c = Ctx::new(d)?;
+    let big = Bo::new(d, 16 * SZ_2M, SYSTEM, c.vm).map_err(e2s)?;
+    c.map(&big, 0, 0x8000_0000, 16 * SZ_2M, 0)?;
+    let _cpu_view = big.mmap().map_err(e2s)?;
+    let mut long = CmdBuf::new();
+    for i in 0..16 {
+        long.fill(0x8000_0000 + i * SZ_2M, SZ_2M, i as u32);
+    }
+    long.end();
+    c.cmd
+        .mmap()
+        .map_err(e2s)?
+        .write(0, &long.to_bytes())
+        .map_err(e2s)?;
+    d.exec(c.queue, CMD_VA, long.len_bytes(), &[])
+        .map_err(e2s)?;
+
+    // Still in flight: the stuck job has not ended.
+    check!(
+        errno(d.syncobj_wait(gate, 0, deadline_in(0))) == Some(libc::ETIME),
+        "the stuck job ended before the process left"
+    );
+    // Exit with every object alive: the kernel closes the file.
+    std::process::exit(0);
+}

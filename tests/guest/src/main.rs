@@ -345,6 +345,16 @@ const TESTS: &[(&str, Test)] = &[
 
 fn main() -> std::process::ExitCode {
     let filter = std::env::args().nth(1).unwrap_or_default();
+    if filter == "--leave-work-in-flight" {
+        // Not a test of its own: guest-init.sh unloads the module right after.
+        let r = Device::open()
+            .map_err(|e| format!("cannot open the mirage render node: {e}"))
+            .and_then(|d| exec::leave_work_in_flight(&d));
+        if let Err(e) = r {
+            eprintln!("leave-work-in-flight: {e}");
+        }
+        return std::process::ExitCode::FAILURE;
+    }
     let tests: Vec<_> = TESTS.iter().filter(|(n, _)| n.contains(&filter)).collect();
     // The same nesting as KUnit's output, so one parser reads both.
     println!("KTAP version 1");
