@@ -14,7 +14,9 @@ const SYSTEM: u32 = DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM;
 const COMPUTE: u32 = DRM_MIRAGE_ENGINE_CLASS_COMPUTE;
 const NORMAL: u32 = DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL;
 /// Where tests put their command buffers.
-const CMD_VA: u64 = 0x7f00_0000;
+pub(crate) const CMD_VA: u64 = 0x7f00_0000;
+/// Size of the command BO at `CMD_VA`.
+pub(crate) const CMD_SIZE: u64 = SZ_64K;
 
 /// The error a syncobj's fence was signalled with (0 for none), through a
 /// sync_file: `DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD` and `SYNC_IOC_FILE_INFO`.
@@ -71,15 +73,15 @@ fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
 }
 
 /// A VM with an exec queue and a command BO mapped at `CMD_VA`.
-struct Ctx<'d> {
+pub(crate) struct Ctx<'d> {
     d: &'d Device,
-    vm: u32,
-    queue: u32,
-    cmd: Bo<'d>,
+    pub(crate) vm: u32,
+    pub(crate) queue: u32,
+    pub(crate) cmd: Bo<'d>,
 }
 
 impl<'d> Ctx<'d> {
-    fn new(d: &'d Device) -> Result<Self, String> {
+    pub(crate) fn new(d: &'d Device) -> Result<Self, String> {
         let vm = d.vm_create(0).map_err(e2s)?;
         let queue = d.exec_queue_create(vm, COMPUTE, NORMAL).map_err(e2s)?;
         let cmd = Bo::new(d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
@@ -93,13 +95,13 @@ impl<'d> Ctx<'d> {
         Ok(Ctx { d, vm, queue, cmd })
     }
 
-    fn map(&self, bo: &Bo, offset: u64, va: u64, len: u64, flags: u32) -> TestResult {
+    pub(crate) fn map(&self, bo: &Bo, offset: u64, va: u64, len: u64, flags: u32) -> TestResult {
         let op = DrmMirageVmBindOp::map(bo.handle(), offset, va, len).with_flags(flags);
         self.d.vm_bind(self.vm, 0, &[op], &[]).map_err(e2s)
     }
 
     /// Runs `cb` and returns its fence's error (0 if it ended well).
-    fn run(&self, cb: &CmdBuf) -> Result<i32, String> {
+    pub(crate) fn run(&self, cb: &CmdBuf) -> Result<i32, String> {
         let m = self.cmd.mmap().map_err(e2s)?;
         m.write(0, &cb.to_bytes()).map_err(e2s)?;
         let out = self.d.syncobj_create(0).map_err(e2s)?;
@@ -960,4 +962,131 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
     );
     // Exit with every object alive: the kernel closes the file.
     std::process::exit(0);
+}
+
+/// Partial unmaps of 2 MiB blocks through the GPU: the middle of one block, the front and the
+/// back of the next. The rest of each block is mapped back with pages and keeps its data, the
+/// holes fault, and mapping the holes again makes them reachable.
+pub fn exec_partial_unmaps_of_2m_blocks(d: &Device) -> TestResult {
+    const VA: u64 = 0x4000_0000;
+    const RESULTS: u64 = CMD_SIZE / 2;
+    let huge = crate::vm::ShmemHugePages::force()?;
+    let c = Ctx::new(d)?;
+    let bo = Bo::new(d, 2 * SZ_2M, SYSTEM, c.vm).map_err(e2s)?;
+    let bytes: Vec<u8> = (0..2 * SZ_2M / 8)
+        .flat_map(|i| (0xb10c_0000_0000_0000u64 | i).to_le_bytes())
+        .collect();
+    let m = bo.mmap().map_err(e2s)?;
+    m.write(0, &bytes).map_err(e2s)?;
+    drop(huge);
+    c.map(&bo, 0, VA, 2 * SZ_2M, 0)?;
+    let cmd_pages = CMD_SIZE / SZ_4K;
+    let dbg = crate::vm::vm_debug(c.vm)?;
+    check!(
+        dbg.leaves == [0, 2, cmd_pages],
+        "a 2 MiB-aligned map of 2 MiB folios got leaves {:?}, not two blocks",
+        dbg.leaves
+    );
+
+    // BO offsets of the holes.
+    let holes = [SZ_2M / 2, SZ_2M, 2 * SZ_2M - SZ_4K];
+    let ops: Vec<_> = holes
+        .iter()
+        .map(|&h| DrmMirageVmBindOp::unmap(VA + h, SZ_4K))
+        .collect();
+    d.vm_bind(c.vm, 0, &ops, &[]).map_err(e2s)?;
+    let dbg = crate::vm::vm_debug(c.vm)?;
+    let pages = (2 * SZ_2M / SZ_4K) - holes.len() as u64;
+    check!(
+        dbg.leaves == [0, 0, pages + cmd_pages],
+        "after the partial unmaps: leaves {:?}",
+        dbg.leaves
+    );
+
+    // What is left, checksummed by the GPU, then a store next to each side of each hole.
+    let pieces = [
+        (0, SZ_2M / 2),
+        (SZ_2M / 2 + SZ_4K, SZ_2M),
+        (SZ_2M + SZ_4K, 2 * SZ_2M - SZ_4K),
+    ];
+    let mut cb = CmdBuf::new();
+    for (i, &(s, e)) in pieces.iter().enumerate() {
+        cb.checksum(VA + s, e - s, CMD_VA + RESULTS + 8 * i as u64);
+    }
+    let neighbours = [
+        SZ_2M / 2 - 8,
+        SZ_2M / 2 + SZ_4K,
+        SZ_2M + SZ_4K,
+        2 * SZ_2M - SZ_4K - 8,
+    ];
+    for (i, &n) in neighbours.iter().enumerate() {
+        cb.store64(VA + n, 0x4e16_4b00 + i as u64);
+    }
+    cb.end();
+    let status = c.run(&cb)?;
+    check!(
+        status == 0,
+        "the job over what is left failed with {status}"
+    );
+    let cmd = c.cmd.mmap().map_err(e2s)?;
+    for (i, &(s, e)) in pieces.iter().enumerate() {
+        let got = cmd
+            .read_u64((RESULTS + 8 * i as u64) as usize)
+            .map_err(e2s)?;
+        check!(
+            got == mirage::cmd::fnv1a64(&bytes[s as usize..e as usize]),
+            "the GPU reads other bytes through {:#x}..{:#x}",
+            VA + s,
+            VA + e
+        );
+    }
+    for (i, &n) in neighbours.iter().enumerate() {
+        let v = m.read_u64(n as usize).map_err(e2s)?;
+        check!(
+            v == 0x4e16_4b00 + i as u64,
+            "store next to a hole at {n:#x} read {v:#x}"
+        );
+    }
+
+    // Each hole faults, and the GPU wrote nothing there.
+    for &h in &holes {
+        let mut cb = CmdBuf::new();
+        cb.store64(VA + h + 8, 0xbad).end();
+        let status = c.run(&cb)?;
+        check!(
+            status == -libc::EIO,
+            "a store into the hole at {:#x} ended with {status}",
+            VA + h
+        );
+        let v = m.read_u64(h as usize + 8).map_err(e2s)?;
+        check!(
+            v == 0xb10c_0000_0000_0000 | ((h + 8) / 8),
+            "the hole at {h:#x} was written: {v:#x}"
+        );
+    }
+
+    // Mapped again, the holes are reachable.
+    let ops: Vec<_> = holes
+        .iter()
+        .map(|&h| DrmMirageVmBindOp::map(bo.handle(), h, VA + h, SZ_4K))
+        .collect();
+    d.vm_bind(c.vm, 0, &ops, &[]).map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    for &h in &holes {
+        cb.store64(VA + h + 16, 0x600d_0000 | h);
+    }
+    cb.end();
+    let status = c.run(&cb)?;
+    check!(
+        status == 0,
+        "stores into the mapped-again holes ended with {status}"
+    );
+    for &h in &holes {
+        let v = m.read_u64(h as usize + 16).map_err(e2s)?;
+        check!(
+            v == 0x600d_0000 | h,
+            "mapped-again hole at {h:#x} read {v:#x}"
+        );
+    }
+    Ok(())
 }

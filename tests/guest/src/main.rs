@@ -337,6 +337,10 @@ const TESTS: &[(&str, Test)] = &[
         exec::exec_map_over_and_unmap_all,
     ),
     (
+        "exec_partial_unmaps_of_2m_blocks",
+        exec::exec_partial_unmaps_of_2m_blocks,
+    ),
+    (
         "exec_vm_destroyed_while_its_job_runs",
         exec::exec_vm_destroyed_while_its_job_runs,
     ),

@@ -1,7 +1,9 @@
 //! GEM objects, VMs and binds through the uAPI: every error with its exact
 //! errno, and the paths that succeed.
 
+use crate::exec::{Ctx, CMD_SIZE, CMD_VA};
 use crate::{check, e2s, errno, TestResult};
+use mirage::cmd::{fnv1a64, CmdBuf};
 use mirage::uapi::*;
 use mirage::{vm_bind_args, Bo, Device};
 
@@ -688,6 +690,54 @@ pub struct VmDebug {
     pub pool: [u64; 6],
     /// (start, end, BO offset) of each mapping, in address order.
     pub vas: Vec<(u64, u64, u64)>,
+    /// Leaves of the page table: 1 GiB blocks, 2 MiB blocks, 4 KiB pages.
+    pub leaves: [u64; 3],
+}
+
+impl VmDebug {
+    /// Bytes the page table maps.
+    pub fn mapped(&self) -> u64 {
+        self.leaves[0] * (1 << 30) + self.leaves[1] * SZ_2M + self.leaves[2] * SZ_4K
+    }
+}
+
+/// Makes shmem, and so BOs, use 2 MiB folios where they fit, so that mappings get 2 MiB blocks;
+/// puts the old policy back when dropped.
+pub struct ShmemHugePages(Vec<(&'static str, String)>);
+
+impl ShmemHugePages {
+    pub fn force() -> Result<Self, String> {
+        let knobs = [
+            ("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "force"),
+            (
+                "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled",
+                "inherit",
+            ),
+        ];
+        let mut old = Vec::new();
+        for (path, want) in knobs {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            // The current choice is the bracketed one.
+            let cur = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+                .ok_or(format!("{path}: {text:?}"))?;
+            old.push((path, cur.to_string()));
+            std::fs::write(path, want).map_err(|e| format!("{path}: {e}"))?;
+        }
+        check!(!old.is_empty(), "no shmem transparent huge page control");
+        Ok(Self(old))
+    }
+}
+
+impl Drop for ShmemHugePages {
+    fn drop(&mut self) {
+        for (path, v) in self.0.iter().rev() {
+            let _ = std::fs::write(path, v);
+        }
+    }
 }
 
 pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
@@ -711,7 +761,20 @@ pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
         let pool: [u64; 6] = nums
             .try_into()
             .map_err(|_| format!("pool line {pool_line:?}"))?;
-        let vas = lines
+        let rest: Vec<&str> = lines.collect();
+        let leaves_line = rest
+            .iter()
+            .find(|l| l.starts_with("pt leaves "))
+            .ok_or("no pt line")?;
+        let f: Vec<&str> = leaves_line.split_whitespace().collect();
+        let leaves = match f[..] {
+            ["pt", "leaves", "1g", a, "2m", b, "4k", c] => {
+                [a, b, c].map(|x| x.parse().unwrap_or(u64::MAX))
+            }
+            _ => return Err(format!("pt line {leaves_line:?}")),
+        };
+        let vas = rest
+            .iter()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 (f.len() == 5 && f[0] == "va").then(|| (hex(f[1]), hex(f[2]), hex(f[4])))
@@ -721,6 +784,7 @@ pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
             usable: head.ends_with("usable 1"),
             pool,
             vas,
+            leaves,
         });
     }
     Err(format!("no debugfs file for VM {vm_id}"))
@@ -764,24 +828,46 @@ impl Model {
     }
 }
 
-/// Random map, unmap and UNMAP_ALL arrays, 2 MiB blocks and pieces of them included; after each
-/// bind the VA tree (through debugfs) must match the model, and the page-table budget must have
-/// been exact. An array with one bad op must change nothing.
+/// Random map, unmap and UNMAP_ALL arrays, 2 MiB blocks and pieces of them included. After
+/// each bind:
+/// - the VA tree (through debugfs) matches the model;
+/// - every page of every mapping reaches the right BO bytes: the GPU checksums each mapping,
+///   and each BO page holds different bytes;
+/// - the page table maps nothing else: its leaves add up to the model's mapped bytes;
+/// - the page-table budget was exact.
+///
+/// An array with one bad op must change nothing.
 pub fn vm_bind_random_vs_model(d: &Device) -> TestResult {
     const BASE: u64 = 0x8000_0000;
     const WINDOW: u64 = 16 << 20;
-    let vm = d.vm_create(0).map_err(e2s)?;
+    const RESULTS: u64 = CMD_SIZE / 2;
+    // BOs get 2 MiB folios, so that 2 MiB-aligned maps get blocks and unmaps split them.
+    let huge = ShmemHugePages::force()?;
+    let c = Ctx::new(d)?;
+    let vm = c.vm;
     let sizes = [4 * SZ_2M, SZ_2M + 64 * SZ_4K, 64 * SZ_4K];
     let bos: Vec<Bo> = sizes
         .iter()
         .map(|&s| Bo::new(d, s, SYSTEM, 0))
         .collect::<std::io::Result<_>>()
         .map_err(e2s)?;
+    // Every 8 bytes of every BO differ. The pages are allocated here, while `huge` holds.
+    let mut contents = Vec::new();
+    for (b, bo) in bos.iter().enumerate() {
+        let bytes: Vec<u8> = (0..bo.size() / 8)
+            .flat_map(|i| ((b as u64 + 1) << 56 | i).to_le_bytes())
+            .collect();
+        bo.mmap().map_err(e2s)?.write(0, &bytes).map_err(e2s)?;
+        contents.push(bytes);
+    }
     // A BO private to another VM: an op mapping it fails inside the bind's prepare phase,
     // after the ops ahead of it took their memory.
     let other_vm = d.vm_create(0).map_err(e2s)?;
     let foreign = Bo::new(d, SZ_4K, SYSTEM, other_vm).map_err(e2s)?;
     let mut model = Model::default();
+    // The command BO, outside the window: no random op touches it.
+    model.map(CMD_VA, CMD_VA + CMD_SIZE, usize::MAX, 0);
+    let mut steps_with_blocks = 0;
     let mut seed: u64 = 0x5eed_b1d5;
     let mut rnd = |n: u64| {
         seed ^= seed << 13;
@@ -842,9 +928,58 @@ pub fn vm_bind_random_vs_model(d: &Device) -> TestResult {
             "step {step}: pool {:?}",
             dbg.pool
         );
+        let want: u64 = model.0.iter().map(|m| m.1 - m.0).sum();
+        check!(
+            dbg.mapped() == want,
+            "step {step}: the page table maps {:#x} bytes ({:?} leaves), the VA tree {want:#x}",
+            dbg.mapped(),
+            dbg.leaves
+        );
+        if dbg.leaves[1] > 0 {
+            steps_with_blocks += 1;
+        }
+        // One GPU job checksums every mapping in the window.
+        let maps: Vec<_> = model
+            .0
+            .iter()
+            .filter(|m| m.2 < bos.len())
+            .copied()
+            .collect();
+        let mut cb = CmdBuf::new();
+        for (i, &(s, e, _, _)) in maps.iter().enumerate() {
+            cb.checksum(s, e - s, CMD_VA + RESULTS + 8 * i as u64);
+        }
+        cb.end();
+        check!(
+            cb.len_bytes() <= RESULTS && 8 * maps.len() as u64 <= CMD_SIZE - RESULTS,
+            "step {step}: {} mappings do not fit the command BO",
+            maps.len()
+        );
+        let status = c.run(&cb)?;
+        check!(
+            status == 0,
+            "step {step}: checksum job failed with {status}"
+        );
+        let cmd = c.cmd.mmap().map_err(e2s)?;
+        for (i, &(s, e, b, off)) in maps.iter().enumerate() {
+            let got = cmd
+                .read_u64((RESULTS + 8 * i as u64) as usize)
+                .map_err(e2s)?;
+            let want = fnv1a64(&contents[b][off as usize..(off + e - s) as usize]);
+            check!(
+                got == want,
+                "step {step}: the GPU reads other bytes through {s:#x}..{e:#x} (BO {b} at {off:#x})"
+            );
+        }
     }
-    d.vm_destroy(vm).map_err(e2s)?;
+    // With 2 MiB folios, 2 MiB-aligned maps of the large BO get blocks.
+    check!(
+        steps_with_blocks > 0,
+        "no step had a 2 MiB block: the BOs got no 2 MiB folios"
+    );
+    drop(c);
     d.vm_destroy(other_vm).map_err(e2s)?;
+    drop(huge);
     Ok(())
 }
 

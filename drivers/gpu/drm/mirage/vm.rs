@@ -40,7 +40,7 @@ use crate::{
         budget::Budget,
         pgtable::PageTable,
         pool::PtPool,
-        walker::{map_contiguous, unmap_range, PtOps, SZ_4K},
+        walker::{count_leaves, map_contiguous, unmap_range, PtOps, SZ_4K},
     },
 };
 
@@ -257,6 +257,12 @@ impl Vm {
             s.reserved, s.used, s.returned, s.live, s.exhausted, s.unused
         )?;
         let state = self.state.lock();
+        let leaves = count_leaves(&*self.pt.lock(), self.va_end);
+        writeln!(
+            f,
+            "pt leaves 1g {} 2m {} 4k {}",
+            leaves[1], leaves[2], leaves[3]
+        )?;
         let mut res = Ok(());
         state.gpuvm.for_each_va(0..self.va_end, |va| {
             if res.is_ok() {

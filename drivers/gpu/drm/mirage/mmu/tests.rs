@@ -13,7 +13,9 @@ use super::{
     budget::Budget,
     pgtable::PageTable,
     pool::PtPool,
-    walker::{level_size, map_contiguous, unmap_range, Entry, PtOps, SZ_1G, SZ_2M, SZ_4K},
+    walker::{
+        count_leaves, level_size, map_contiguous, unmap_range, Entry, PtOps, SZ_1G, SZ_2M, SZ_4K,
+    },
 };
 
 const BASE: u64 = 1 << 36;
@@ -275,6 +277,9 @@ mod kunit {
         }
         // The sequence must have exercised blocks of both sizes, and tables.
         assert!(seen[1] > 0 && seen[2] > 0 && seen[3] > 0);
+        // What debugfs reports: the last full check saw every leaf there is.
+        let all = check(&pt, &model, BASE, BASE + WINDOW)?;
+        assert_eq!(count_leaves(&pt, 1 << 48), all);
         assert!(budgeted > 0);
         let stats = pool.stats();
         assert!(stats.returned > 0);

@@ -159,3 +159,25 @@ pub(crate) fn unmap_range(pt: &mut impl PtOps, pgsizes: u64, start: u64, end: u6
     }
     Ok(())
 }
+
+/// The leaves below `end`, by level: 1 GiB blocks at 1, 2 MiB blocks at 2, pages at 3.
+///
+/// For debugfs and tests: userspace learns from it which block sizes its mappings got, and
+/// that the page table maps no more than the VA tree says.
+pub(crate) fn count_leaves(pt: &impl PtOps, end: u64) -> [u64; 4] {
+    let mut n = [0; 4];
+    let mut va = 0;
+    'next: while va < end {
+        for (level, count) in n.iter_mut().enumerate() {
+            let size = level_size(level);
+            match pt.entry(level, va) {
+                Entry::Table if level < 3 => continue,
+                Entry::Leaf { .. } => *count += 1,
+                _ => {}
+            }
+            va = (va & !(size - 1)) + size;
+            continue 'next;
+        }
+    }
+    n
+}
