@@ -113,6 +113,12 @@ run|test|bench)
 	rmmod mirage
 	echo "MIRAGE: rmmod rc=$?"
 	if [ "$mode" = test ]; then
+		# The fence holder left by the in-flight step reads its fence now
+		# that the module is gone; let it finish before the module returns.
+		for _ in $(seq 120); do
+			[ -e /tmp/fence-holder.done ] && break
+			sleep 0.5
+		done
 		# A second load must find the device however the first left it.
 		modprobe mirage
 		echo "MIRAGE: reload modprobe rc=$?"

@@ -485,6 +485,7 @@ def judge(sc, text):
             # through the control socket that the next probe must refuse.
             for key, want in [
                 ("inflight rc", "0"),
+                ("fence-holder rc", "0"),
                 ("reload modprobe rc", "0"), ("reload bound", "1"), ("reload info rc", "0"),
                 ("reload bus-master", "1"),
                 ("unbind rc", "0"), ("unbind bound", "0"), ("unbind bus-master", "0"),

@@ -18,9 +18,8 @@ pub(crate) const CMD_VA: u64 = 0x7f00_0000;
 /// Size of the command BO at `CMD_VA`.
 pub(crate) const CMD_SIZE: u64 = SZ_64K;
 
-/// The error a syncobj's fence was signalled with (0 for none), through a
-/// sync_file: `DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD` and `SYNC_IOC_FILE_INFO`.
-fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
+/// The fence of `syncobj` as a sync_file (`DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD`).
+fn export_sync_file(d: &Device, syncobj: u32) -> Result<OwnedFd, String> {
     #[repr(C)]
     struct Handle {
         handle: u32,
@@ -29,18 +28,8 @@ fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
         pad: u32,
         point: u64,
     }
-    #[repr(C)]
-    struct Info {
-        name: [u8; 32],
-        status: i32,
-        flags: u32,
-        num_fences: u32,
-        pad: u32,
-        fences: u64,
-    }
     const HANDLE_TO_FD: u64 = 0xc018_64c1;
     const EXPORT_SYNC_FILE: u32 = 1;
-    const FILE_INFO: u64 = 0xc038_3e04;
     let mut h = Handle {
         handle: syncobj,
         flags: EXPORT_SYNC_FILE,
@@ -51,25 +40,89 @@ fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
     // SAFETY: `h` is the argument type of the request.
     unsafe { mirage::ioctl(d.file(), HANDLE_TO_FD, &mut h) }.map_err(e2s)?;
     // SAFETY: the kernel gave us this new fd.
-    let fd = unsafe { OwnedFd::from_raw_fd(h.fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(h.fd) })
+}
+
+/// `struct sync_fence_info`.
+#[repr(C)]
+struct SyncFenceInfo {
+    obj_name: [u8; 32],
+    driver_name: [u8; 32],
+    status: i32,
+    flags: u32,
+    timestamp_ns: u64,
+}
+
+/// What `SYNC_IOC_FILE_INFO` says of a sync_file of one fence: its status
+/// (1 signalled, 0 pending, negative: the error) and the fence's driver name.
+fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
+    #[repr(C)]
+    struct Info {
+        name: [u8; 32],
+        status: i32,
+        flags: u32,
+        num_fences: u32,
+        pad: u32,
+        fences: u64,
+    }
+    const FILE_INFO: u64 = 0xc038_3e04;
+    let mut fence = SyncFenceInfo {
+        obj_name: [0; 32],
+        driver_name: [0; 32],
+        status: 0,
+        flags: 0,
+        timestamp_ns: 0,
+    };
     let mut info = Info {
         name: [0; 32],
         status: 0,
         flags: 0,
-        num_fences: 0,
+        num_fences: 1,
         pad: 0,
-        fences: 0,
+        fences: &raw mut fence as u64,
     };
-    // SAFETY: `info` is the argument type of the request; `fences` is 0, so
-    // the kernel writes no fence array.
+    // SAFETY: `info` is the argument type of the request, and `fences` points
+    // to room for the one fence it announces.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), FILE_INFO as _, &mut info) };
     check!(
         r == 0,
         "SYNC_IOC_FILE_INFO: {}",
         std::io::Error::last_os_error()
     );
-    // 1 signalled, 0 pending, negative: the error.
-    Ok(if info.status == 1 { 0 } else { info.status })
+    let len = fence.driver_name.iter().position(|&b| b == 0).unwrap_or(32);
+    let driver = String::from_utf8_lossy(&fence.driver_name[..len]).into_owned();
+    Ok((info.status, driver))
+}
+
+/// The error a syncobj's fence was signalled with (0 for none), through a
+/// sync_file.
+fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
+    let fd = export_sync_file(d, syncobj)?;
+    let (status, _) = sync_file_info(&fd)?;
+    Ok(if status == 1 { 0 } else { status })
+}
+
+/// Holds a job's fence (a sync_file, `fd`) across the unloading of the
+/// module, then reads it: a fence must outlive the driver that made it
+/// without reaching into the unloaded module. Prints its verdict for
+/// `guest-init.sh`.
+pub fn hold_fence_across_rmmod(fd: OwnedFd) -> TestResult {
+    let gone = (0..1200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !std::path::Path::new("/sys/module/mirage").exists()
+    });
+    check!(gone, "the module was not unloaded within 60 s");
+    let (status, driver) = sync_file_info(&fd)?;
+    println!("MIRAGE: fence after rmmod status={status} driver={driver}");
+    // The job was killed by the job timeout when its file was closed; the
+    // fence's ops were detached from the module when it signalled.
+    check!(status == -libc::ETIME, "fence status {status}, not -ETIME");
+    check!(
+        driver == "detached-driver",
+        "the fence still names its driver {driver:?}"
+    );
+    drop(fd);
+    Ok(())
 }
 
 /// A VM with an exec queue and a command BO mapped at `CMD_VA`.
@@ -960,6 +1013,19 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
         errno(d.syncobj_wait(gate, 0, deadline_in(0))) == Some(libc::ETIME),
         "the stuck job ended before the process left"
     );
+    // Its fence goes to a process that keeps it across the rmmod: the fd
+    // alone, without the render node (opened close-on-exec) or any mapping.
+    let fence = export_sync_file(d, gate)?;
+    // SAFETY: `fence` is an open fd; clearing FD_CLOEXEC changes nothing else.
+    let r = unsafe { libc::fcntl(fence.as_raw_fd(), libc::F_SETFD, 0) };
+    check!(r == 0, "fcntl: {}", std::io::Error::last_os_error());
+    let exe = std::env::current_exe().map_err(e2s)?;
+    std::process::Command::new(exe)
+        .arg("--hold-fence")
+        .arg(fence.as_raw_fd().to_string())
+        .spawn()
+        .map_err(e2s)?;
+    drop(fence);
     // Exit with every object alive: the kernel closes the file.
     std::process::exit(0);
 }

@@ -349,6 +349,23 @@ const TESTS: &[(&str, Test)] = &[
 
 fn main() -> std::process::ExitCode {
     let filter = std::env::args().nth(1).unwrap_or_default();
+    if filter == "--hold-fence" {
+        let r = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse::<i32>().ok())
+            .ok_or_else(|| "--hold-fence needs an fd".to_string())
+            .and_then(|fd| {
+                // SAFETY: the parent left this fd open for us, and nothing
+                // else here uses it.
+                exec::hold_fence_across_rmmod(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+            });
+        if let Err(e) = &r {
+            println!("MIRAGE: fence holder: {e}");
+        }
+        println!("MIRAGE: fence-holder rc={}", i32::from(r.is_err()));
+        let _ = std::fs::write("/tmp/fence-holder.done", "");
+        return std::process::ExitCode::SUCCESS;
+    }
     if filter == "--leave-work-in-flight" {
         // Not a test of its own: guest-init.sh unloads the module right after.
         let r = Device::open()
