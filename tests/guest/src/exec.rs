@@ -605,40 +605,54 @@ pub fn exec_hang_times_out_and_bans_the_queue(d: &Device) -> TestResult {
     Ok(())
 }
 
-/// Many VMs (more than the device's 16 address spaces), each with a job at
-/// once from its own thread and file: every job writes its own data.
+/// Many VMs (more than the device's 16 address spaces), each in a process of
+/// its own with a job at once: every job writes its own data.
 pub fn exec_more_vms_than_address_spaces(_: &Device) -> TestResult {
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..20u32)
-            .map(|i| {
-                s.spawn(move || -> TestResult {
-                    let d = Device::open().map_err(e2s)?;
-                    let c = Ctx::new(&d)?;
-                    let bo = Bo::new(&d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
-                    c.map(&bo, 0, 0x1000_0000, SZ_64K, 0)?;
-                    for round in 0..3u32 {
-                        let pattern = (i << 16) | round;
-                        let mut cb = CmdBuf::new();
-                        cb.fill(0x1000_0000, SZ_64K, pattern).end();
-                        let status = c.run(&cb)?;
-                        check!(status == 0, "VM {i} round {round}: fence error {status}");
-                        let data = bo.mmap().map_err(e2s)?.to_vec();
-                        let bad = data
-                            .chunks_exact(4)
-                            .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != pattern);
-                        check!(bad.is_none(), "VM {i} round {round}: word {bad:?} wrong");
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
-            .collect()
-    });
-    for r in results {
-        r?;
+    // Twenty processes, each with its own file and VM, all at once.
+    let exe = std::env::current_exe().map_err(e2s)?;
+    let children: Vec<_> = (0..20u32)
+        .map(|i| {
+            std::process::Command::new(&exe)
+                .arg("--vm-client")
+                .arg(i.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(e2s)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut failures = Vec::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().map_err(e2s)?;
+        if !out.status.success() {
+            failures.push(format!(
+                "process {i}: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
+        }
+    }
+    check!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// One of the processes of [`exec_more_vms_than_address_spaces`]: a VM of
+/// its own whose BO the GPU fills three times, each checked bit-exact.
+pub fn vm_client(i: u32) -> TestResult {
+    let d = Device::open().map_err(e2s)?;
+    let c = Ctx::new(&d)?;
+    let bo = Bo::new(&d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&bo, 0, 0x1000_0000, SZ_64K, 0)?;
+    for round in 0..3u32 {
+        let pattern = (i << 16) | round;
+        let mut cb = CmdBuf::new();
+        cb.fill(0x1000_0000, SZ_64K, pattern).end();
+        let status = c.run(&cb)?;
+        check!(status == 0, "VM {i} round {round}: fence error {status}");
+        let data = bo.mmap().map_err(e2s)?.to_vec();
+        let bad = data
+            .chunks_exact(4)
+            .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != pattern);
+        check!(bad.is_none(), "VM {i} round {round}: word {bad:?} wrong");
     }
     Ok(())
 }

@@ -349,6 +349,20 @@ const TESTS: &[(&str, Test)] = &[
 
 fn main() -> std::process::ExitCode {
     let filter = std::env::args().nth(1).unwrap_or_default();
+    if filter == "--vm-client" {
+        let r = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse::<u32>().ok())
+            .ok_or_else(|| "--vm-client needs a number".to_string())
+            .and_then(exec::vm_client);
+        return match r {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                println!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if filter == "--hold-fence" {
         let r = std::env::args()
             .nth(2)
