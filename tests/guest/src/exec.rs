@@ -153,6 +153,26 @@ impl<'d> Ctx<'d> {
         self.d.vm_bind(self.vm, 0, &[op], &[]).map_err(e2s)
     }
 
+    /// Submits a job that waits for a value nobody writes to `sem`, mapped
+    /// at 0x1000_0000: only the job timeout ends it. Returns the syncobj
+    /// its fence goes to, and the length of its command buffer, for more.
+    fn start_stuck_job(&self, sem: &Bo) -> Result<(u32, u64), String> {
+        self.map(sem, 0, 0x1000_0000, SZ_4K, 0)?;
+        let mut cb = CmdBuf::new();
+        cb.sem_wait(0x1000_0000, 7, SemCond::Eq32).end();
+        self.cmd
+            .mmap()
+            .map_err(e2s)?
+            .write(0, &cb.to_bytes())
+            .map_err(e2s)?;
+        let gate = self.d.syncobj_create(0).map_err(e2s)?;
+        let signal = [DrmMirageSync::signal(gate)];
+        self.d
+            .exec(self.queue, CMD_VA, cb.len_bytes(), &signal)
+            .map_err(e2s)?;
+        Ok((gate, cb.len_bytes()))
+    }
+
     /// Runs `cb` and returns its fence's error (0 if it ended well).
     pub(crate) fn run(&self, cb: &CmdBuf) -> Result<i32, String> {
         let m = self.cmd.mmap().map_err(e2s)?;
@@ -663,31 +683,11 @@ pub fn exec_close_with_work_in_flight(_: &Device) -> TestResult {
     let d = Device::open().map_err(e2s)?;
     let c = Ctx::new(&d)?;
     let bo = Bo::new(&d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&bo, 0, 0x1000_0000, SZ_4K, 0)?;
-    let mut cb = CmdBuf::new();
-    cb.sem_wait(0x1000_0000, 7, SemCond::Eq32).end();
-    c.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &cb.to_bytes())
-        .map_err(e2s)?;
-    let gate = d.syncobj_create(0).map_err(e2s)?;
-    d.exec(
-        c.queue,
-        CMD_VA,
-        cb.len_bytes(),
-        &[DrmMirageSync::signal(gate)],
-    )
-    .map_err(e2s)?;
+    let (gate, len) = c.start_stuck_job(&bo)?;
     // More jobs behind it, one waiting for it through a syncobj.
-    d.exec(c.queue, CMD_VA, cb.len_bytes(), &[]).map_err(e2s)?;
-    d.exec(
-        c.queue,
-        CMD_VA,
-        cb.len_bytes(),
-        &[DrmMirageSync::wait(gate)],
-    )
-    .map_err(e2s)?;
+    d.exec(c.queue, CMD_VA, len, &[]).map_err(e2s)?;
+    d.exec(c.queue, CMD_VA, len, &[DrmMirageSync::wait(gate)])
+        .map_err(e2s)?;
     drop(bo);
     drop(c);
     drop(d);
@@ -961,25 +961,9 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
     // for it through a syncobj.
     let a = Ctx::new(d)?;
     let sem = Bo::new(d, SZ_4K, SYSTEM, a.vm).map_err(e2s)?;
-    a.map(&sem, 0, 0x1000_0000, SZ_4K, 0)?;
-    let mut stuck = CmdBuf::new();
-    stuck.sem_wait(0x1000_0000, 7, SemCond::Eq32).end();
-    a.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &stuck.to_bytes())
-        .map_err(e2s)?;
-    let gate = d.syncobj_create(0).map_err(e2s)?;
-    d.exec(
-        a.queue,
-        CMD_VA,
-        stuck.len_bytes(),
-        &[DrmMirageSync::signal(gate)],
-    )
-    .map_err(e2s)?;
+    let (gate, len) = a.start_stuck_job(&sem)?;
     for _ in 0..2 {
-        d.exec(a.queue, CMD_VA, stuck.len_bytes(), &[])
-            .map_err(e2s)?;
+        d.exec(a.queue, CMD_VA, len, &[]).map_err(e2s)?;
     }
 
     // An external BO mapped in a second VM too, written by a job that waits
