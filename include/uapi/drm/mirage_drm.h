@@ -109,7 +109,7 @@ struct drm_mirage_get_param {
  * DRM_IOCTL_MIRAGE_VM_BIND. A BO created with a nonzero @vm_id is private to
  * that VM: it shares the VM's reservation object (as xe's VM-private BOs do),
  * so EXEC need not lock it separately; it can be bound only in that VM and
- * cannot be exported.
+ * cannot be exported (DRM_IOCTL_PRIME_HANDLE_TO_FD fails with -EPERM).
  */
 
 /** DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM: place the BO in system memory (shmem). */

@@ -292,6 +292,14 @@ const TESTS: &[(&str, Test)] = &[
         "gem_create_rejects_bad_input",
         vm::gem_create_rejects_bad_input,
     ),
+    (
+        "gem_prime_export_of_private_bo_is_refused",
+        vm::gem_prime_export_of_private_bo_is_refused,
+    ),
+    (
+        "gem_prime_external_bo_exports_and_imports",
+        vm::gem_prime_external_bo_exports_and_imports,
+    ),
     ("vm_create_and_destroy", vm::vm_create_and_destroy),
     ("vm_bind_rejects_bad_input", vm::vm_bind_rejects_bad_input),
     ("vm_bind_map_and_unmap", vm::vm_bind_map_and_unmap),

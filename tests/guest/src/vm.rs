@@ -6,6 +6,8 @@ use crate::{check, e2s, errno, TestResult};
 use mirage::cmd::{fnv1a64, CmdBuf};
 use mirage::uapi::*;
 use mirage::{vm_bind_args, Bo, Device};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 const SZ_4K: u64 = 4096;
 const SZ_2M: u64 = 2 << 20;
@@ -163,6 +165,132 @@ pub fn gem_create_rejects_bad_input(d: &Device) -> TestResult {
         let e = errno(d.gem_mmap_offset_raw(&mut a));
         check!(e == Some(libc::EINVAL), "mmap offset {what}: {e:?}");
     }
+    Ok(())
+}
+
+pub fn gem_prime_export_of_private_bo_is_refused(d: &Device) -> TestResult {
+    let vm = d.vm_create(0).map_err(e2s)?;
+    let private = Bo::new(d, SZ_4K, SYSTEM, vm).map_err(e2s)?;
+    let export = |flags| errno(d.prime_handle_to_fd(private.handle(), flags).map(drop));
+    // Its dma-buf would carry the VM's reservation object: refused whatever the flags, and
+    // as often as asked (a refusal leaves nothing behind that a retry could reuse).
+    for flags in [0, DRM_CLOEXEC, DRM_CLOEXEC | DRM_RDWR, DRM_CLOEXEC] {
+        let e = export(flags);
+        check!(
+            e == Some(libc::EPERM),
+            "flags {flags:#x}: got {e:?}, want EPERM"
+        );
+    }
+    // The BO stays private once its VM is gone.
+    d.vm_destroy(vm).map_err(e2s)?;
+    let e = export(DRM_CLOEXEC);
+    check!(
+        e == Some(libc::EPERM),
+        "VM destroyed: got {e:?}, want EPERM"
+    );
+    drop(private);
+
+    let e = errno(d.prime_handle_to_fd(0x7777, DRM_CLOEXEC).map(drop));
+    check!(
+        e == Some(libc::ENOENT),
+        "no such handle: got {e:?}, want ENOENT"
+    );
+    let external = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let e = errno(
+        d.prime_handle_to_fd(external.handle(), libc::O_WRONLY as u32)
+            .map(drop),
+    );
+    check!(
+        e == Some(libc::EINVAL),
+        "unknown flag: got {e:?}, want EINVAL"
+    );
+    Ok(())
+}
+
+/// The flags of descriptor `fd` (`F_GETFD`) and of its open file (`F_GETFL`).
+fn fd_flags(fd: BorrowedFd<'_>) -> Result<(i32, i32), String> {
+    // SAFETY: F_GETFD and F_GETFL only read the state of a descriptor we hold.
+    let (fd_flags, fl_flags) = unsafe {
+        (
+            libc::fcntl(fd.as_raw_fd(), libc::F_GETFD),
+            libc::fcntl(fd.as_raw_fd(), libc::F_GETFL),
+        )
+    };
+    check!(
+        fd_flags >= 0 && fl_flags >= 0,
+        "fcntl: {}",
+        io::Error::last_os_error()
+    );
+    Ok((fd_flags, fl_flags))
+}
+
+pub fn gem_prime_external_bo_exports_and_imports(d: &Device) -> TestResult {
+    let size = 4 * SZ_4K;
+    let bo = Bo::new(d, size, SYSTEM, 0).map_err(e2s)?;
+    let map = bo.mmap().map_err(e2s)?;
+    for i in 0..size / 8 {
+        let word = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1);
+        map.write_u64(i as usize * 8, word).map_err(e2s)?;
+    }
+    let written = map.to_vec();
+
+    let fd = d
+        .prime_handle_to_fd(bo.handle(), DRM_CLOEXEC | DRM_RDWR)
+        .map_err(e2s)?;
+    // The flags reach the dma-buf: DRM_CLOEXEC the descriptor, DRM_RDWR the file.
+    let (fd_flags, fl_flags) = fd_flags(fd.as_fd())?;
+    check!(
+        fd_flags & libc::FD_CLOEXEC != 0,
+        "no FD_CLOEXEC: {fd_flags:#x}"
+    );
+    check!(
+        fl_flags & libc::O_ACCMODE == libc::O_RDWR,
+        "dma-buf not O_RDWR: {fl_flags:#x}"
+    );
+    // SAFETY: lseek on a descriptor we hold.
+    let end = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+    check!(end == size as i64, "dma-buf of {end} bytes, want {size}");
+
+    // Imported into the file that exported it: the BO's own handle.
+    let h = d.prime_fd_to_handle(fd.as_fd()).map_err(e2s)?;
+    check!(
+        h == bo.handle(),
+        "same file: handle {h}, want {}",
+        bo.handle()
+    );
+
+    // Imported into another file: a handle of the same memory, bit for bit.
+    let other = Device::open_path(d.path()).map_err(e2s)?;
+    let h2 = other.prime_fd_to_handle(fd.as_fd()).map_err(e2s)?;
+    let again = other.prime_fd_to_handle(fd.as_fd()).map_err(e2s)?;
+    check!(again == h2, "second import: handle {again}, want {h2}");
+    let map2 = other.mmap(h2, size as usize).map_err(e2s)?;
+    let seen = map2.to_vec();
+    if let Some(i) = (0..written.len()).find(|&i| seen[i] != written[i]) {
+        return Err(format!(
+            "importer sees {:#04x} at byte {i}, exporter wrote {:#04x}",
+            seen[i], written[i]
+        ));
+    }
+    // Shared, not copied: the importer's stores show through the exporter's mapping.
+    map2.write_u64(size as usize - 8, 0x5eed_f00d_cafe_d00d)
+        .map_err(e2s)?;
+    let v = map.read_u64(size as usize - 8).map_err(e2s)?;
+    check!(v == 0x5eed_f00d_cafe_d00d, "exporter reads {v:#x}");
+
+    // Only dma-bufs import.
+    let e = errno(other.prime_fd_to_handle(d.file().as_fd()).map(drop));
+    check!(
+        e == Some(libc::EINVAL),
+        "a DRM file: got {e:?}, want EINVAL"
+    );
+    let mut a = DrmPrimeHandle {
+        fd: -1,
+        ..Default::default()
+    };
+    let e = errno(other.prime_fd_to_handle_raw(&mut a));
+    check!(e == Some(libc::EBADF), "fd -1: got {e:?}, want EBADF");
+    other.gem_close(h2).map_err(e2s)?;
     Ok(())
 }
 

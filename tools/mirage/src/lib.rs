@@ -16,7 +16,7 @@ mod uapi_header;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use uapi::*;
@@ -214,6 +214,44 @@ impl Device {
         let mut a = DrmGemClose { handle, pad: 0 };
         // SAFETY: `a` is the argument type of the request.
         unsafe { ioctl(&self.file, DRM_IOCTL_GEM_CLOSE, &mut a) }
+    }
+
+    /// `DRM_IOCTL_PRIME_HANDLE_TO_FD` with a raw argument.
+    pub fn prime_handle_to_fd_raw(&self, args: &mut DrmPrimeHandle) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_PRIME_HANDLE_TO_FD, args) }
+    }
+
+    /// Exports BO `handle` as a dma-buf (`DRM_CLOEXEC`, `DRM_RDWR` `flags`).
+    /// A BO already exported gives its existing dma-buf, whatever `flags`.
+    pub fn prime_handle_to_fd(&self, handle: u32, flags: u32) -> io::Result<OwnedFd> {
+        let mut a = DrmPrimeHandle {
+            handle,
+            flags,
+            fd: -1,
+        };
+        self.prime_handle_to_fd_raw(&mut a)?;
+        // SAFETY: on success the kernel installed `a.fd` as a new descriptor
+        // for us, which nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(a.fd) })
+    }
+
+    /// `DRM_IOCTL_PRIME_FD_TO_HANDLE` with a raw argument.
+    pub fn prime_fd_to_handle_raw(&self, args: &mut DrmPrimeHandle) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_PRIME_FD_TO_HANDLE, args) }
+    }
+
+    /// The handle in this file of the BO behind dma-buf `fd`: the file's
+    /// existing handle of that BO if it has one (GEM handles are not
+    /// counted: closing it closes that one), else a new handle.
+    pub fn prime_fd_to_handle(&self, fd: BorrowedFd<'_>) -> io::Result<u32> {
+        let mut a = DrmPrimeHandle {
+            fd: fd.as_raw_fd(),
+            ..Default::default()
+        };
+        self.prime_fd_to_handle_raw(&mut a)?;
+        Ok(a.handle)
     }
 
     /// `DRM_IOCTL_MIRAGE_GEM_CREATE` with a raw argument.

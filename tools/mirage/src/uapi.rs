@@ -358,6 +358,22 @@ pub struct DrmGemClose {
 
 pub const DRM_IOCTL_GEM_CLOSE: u64 = drm_iow(0x09, size_of::<DrmGemClose>());
 
+/// `struct drm_prime_handle` from `drm.h`: `flags` only for HANDLE_TO_FD.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmPrimeHandle {
+    pub handle: u32,
+    pub flags: u32,
+    pub fd: i32,
+}
+
+/// Export flags of `DRM_IOCTL_PRIME_HANDLE_TO_FD`: `drm.h` defines them as the `open(2)` flags.
+pub const DRM_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+pub const DRM_RDWR: u32 = libc::O_RDWR as u32;
+
+pub const DRM_IOCTL_PRIME_HANDLE_TO_FD: u64 = drm_iowr(0x2d, size_of::<DrmPrimeHandle>());
+pub const DRM_IOCTL_PRIME_FD_TO_HANDLE: u64 = drm_iowr(0x2e, size_of::<DrmPrimeHandle>());
+
 /// `struct drm_syncobj_create` from `drm.h`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -529,6 +545,7 @@ mod tests {
             }
         );
         layout!("drm_gem_close", DrmGemClose { handle, pad });
+        layout!("drm_prime_handle", DrmPrimeHandle { handle, flags, fd });
         layout!(
             "drm_mirage_gem_create",
             DrmMirageGemCreate {
@@ -669,6 +686,10 @@ mod tests {
             DRM_COMMAND_BASE,
             DRM_IOCTL_VERSION,
             DRM_IOCTL_GEM_CLOSE,
+            DRM_CLOEXEC,
+            DRM_RDWR,
+            DRM_IOCTL_PRIME_HANDLE_TO_FD,
+            DRM_IOCTL_PRIME_FD_TO_HANDLE,
             DRM_SYNCOBJ_CREATE_SIGNALED,
             DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL,
             DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,

@@ -40,6 +40,15 @@ impl gem::DriverObject for BoData {
             private_vm: args.private_vm,
         })
     }
+
+    /// A VM-private BO is refused, as xe refuses it: its dma-buf would carry the reservation
+    /// object of the whole VM, for importers to wait on and to fence.
+    fn export(bo: &Bo, _flags: u32) -> Result {
+        if bo.private_vm != 0 {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
 }
 
 pub(crate) type Bo = shmem::Object<BoData>;
