@@ -153,24 +153,34 @@ impl<'d> Ctx<'d> {
         self.d.vm_bind(self.vm, 0, &[op], &[]).map_err(e2s)
     }
 
-    /// Submits a job that waits for a value nobody writes to `sem`, mapped
-    /// at 0x1000_0000: only the job timeout ends it. Returns the syncobj
-    /// its fence goes to, and the length of its command buffer, for more.
-    fn start_stuck_job(&self, sem: &Bo) -> Result<(u32, u64), String> {
-        self.map(sem, 0, 0x1000_0000, SZ_4K, 0)?;
-        let mut cb = CmdBuf::new();
-        cb.sem_wait(0x1000_0000, 7, SemCond::Eq32).end();
+    /// Loads `cb` into the command BO and submits it with `syncs`.
+    fn submit(&self, cb: &CmdBuf, syncs: &[DrmMirageSync]) -> TestResult {
         self.cmd
             .mmap()
             .map_err(e2s)?
             .write(0, &cb.to_bytes())
             .map_err(e2s)?;
-        let gate = self.d.syncobj_create(0).map_err(e2s)?;
-        let signal = [DrmMirageSync::signal(gate)];
         self.d
-            .exec(self.queue, CMD_VA, cb.len_bytes(), &signal)
-            .map_err(e2s)?;
+            .exec(self.queue, CMD_VA, cb.len_bytes(), syncs)
+            .map_err(e2s)
+    }
+
+    /// Submits a job that waits until the first word of `sem`, mapped at
+    /// 0x1000_0000, is `value`. Returns the syncobj its fence goes to, and
+    /// the length of its command buffer, for more.
+    fn start_job_waiting_for(&self, sem: &Bo, value: u64) -> Result<(u32, u64), String> {
+        self.map(sem, 0, 0x1000_0000, SZ_4K, 0)?;
+        let mut cb = CmdBuf::new();
+        cb.sem_wait(0x1000_0000, value, SemCond::Eq32).end();
+        let gate = self.d.syncobj_create(0).map_err(e2s)?;
+        self.submit(&cb, &[DrmMirageSync::signal(gate)])?;
         Ok((gate, cb.len_bytes()))
+    }
+
+    /// A job waiting for a value nobody writes to `sem`: only the job
+    /// timeout ends it.
+    fn start_stuck_job(&self, sem: &Bo) -> Result<(u32, u64), String> {
+        self.start_job_waiting_for(sem, 7)
     }
 
     /// Runs `cb` and returns its fence's error (0 if it ended well).
@@ -708,13 +718,7 @@ pub fn exec_ordered_through_an_external_bo(d: &Device) -> TestResult {
         .sem_wait(0x1000_0000, 1, SemCond::Eq32)
         .store32(0x1000_0008, 0xaaaa)
         .end();
-    a.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &first.to_bytes())
-        .map_err(e2s)?;
-    d.exec(a.queue, CMD_VA, first.len_bytes(), &[])
-        .map_err(e2s)?;
+    a.submit(&first, &[])?;
     // The second job copies what the first one wrote.
     let mut second = CmdBuf::new();
     second
@@ -762,22 +766,7 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 pub fn vm_bind_interrupted_changes_nothing(d: &Device) -> TestResult {
     let c = Ctx::new(d)?;
     let gate_bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&gate_bo, 0, 0x1000_0000, SZ_4K, 0)?;
-    let mut cb = CmdBuf::new();
-    cb.sem_wait(0x1000_0000, 1, SemCond::Eq32).end();
-    c.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &cb.to_bytes())
-        .map_err(e2s)?;
-    let pending = d.syncobj_create(0).map_err(e2s)?;
-    d.exec(
-        c.queue,
-        CMD_VA,
-        cb.len_bytes(),
-        &[DrmMirageSync::signal(pending)],
-    )
-    .map_err(e2s)?;
+    let (pending, _) = c.start_job_waiting_for(&gate_bo, 1)?;
     let before = crate::vm::vm_debug(c.vm)?;
     // SAFETY: installs a handler that does nothing, for SIGUSR1 only, without SA_RESTART.
     unsafe {
@@ -974,18 +963,7 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
     b.map(&shared, 0, 0x4000_0000, 4 * SZ_2M, 0)?;
     let mut fill = CmdBuf::new();
     fill.fill(0x4000_0000, 4 * SZ_2M, 0x5a5a_5a5a).end();
-    b.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &fill.to_bytes())
-        .map_err(e2s)?;
-    d.exec(
-        b.queue,
-        CMD_VA,
-        fill.len_bytes(),
-        &[DrmMirageSync::wait(gate)],
-    )
-    .map_err(e2s)?;
+    b.submit(&fill, &[DrmMirageSync::wait(gate)])?;
     d.vm_destroy(b.vm).map_err(e2s)?;
 
     // A third VM with a long job of its own, mapped and mmapped at exit.
@@ -998,13 +976,7 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
         long.fill(0x8000_0000 + i * SZ_2M, SZ_2M, i as u32);
     }
     long.end();
-    c.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &long.to_bytes())
-        .map_err(e2s)?;
-    d.exec(c.queue, CMD_VA, long.len_bytes(), &[])
-        .map_err(e2s)?;
+    c.submit(&long, &[])?;
 
     // Still in flight: the stuck job has not ended.
     check!(
