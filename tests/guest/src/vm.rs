@@ -988,8 +988,8 @@ pub fn vm_bind_random_vs_model(d: &Device) -> TestResult {
         bo.mmap().map_err(e2s)?.write(0, &bytes).map_err(e2s)?;
         contents.push(bytes);
     }
-    // A BO private to another VM: an op mapping it fails inside the bind's prepare phase,
-    // after the ops ahead of it took their memory.
+    // A BO private to another VM: an array whose last op maps it fails whole, after the ops
+    // ahead of it were checked and their BOs' pages taken.
     let other_vm = d.vm_create(0).map_err(e2s)?;
     let foreign = Bo::new(d, SZ_4K, SYSTEM, other_vm).map_err(e2s)?;
     let mut model = Model::default();

@@ -16,7 +16,7 @@ use kernel::{
 use crate::{
     driver::MirageDevice,
     file::DrmFile,
-    gem::Bo,
+    gem::{self, Bo},
     syncs::Syncs,
     vm::{BindOp, Vm},
 };
@@ -167,6 +167,7 @@ pub(crate) fn vm_bind(
     if args.exec_queue_id != 0 {
         return Err(ENOENT);
     }
+    let pdev: &pci::Device<Bound> = dev.as_ref();
     let mut ops = KVec::with_capacity(checked.len(), GFP_KERNEL)?;
     for c in checked.into_iter() {
         let op = match c {
@@ -182,8 +183,16 @@ pub(crate) fn vm_bind(
                 if end > bo.size() as u64 {
                     return Err(EINVAL);
                 }
+                let range = vm.check_range(addr, range)?;
+                // A BO private to another VM is refused when the VM checks the op; its pages
+                // are not worth pinning for that.
+                let private = bo.private_vm();
+                if private != 0 && private != vm.serial() {
+                    return Err(EINVAL);
+                }
                 BindOp::Map {
-                    range: vm.check_range(addr, range)?,
+                    segments: gem::segments(&bo, pdev.as_ref(), offset, range.end - range.start)?,
+                    range,
                     bo,
                     offset,
                     prot,
@@ -201,8 +210,7 @@ pub(crate) fn vm_bind(
     let syncs = Syncs::parse(file, args.syncs, args.num_syncs)?;
     // Before the VM lock: an interrupted wait leaves the VM as it was.
     syncs.wait()?;
-    let pdev: &pci::Device<Bound> = dev.as_ref();
-    vm.bind(pdev.as_ref(), &ops)?;
+    vm.bind(&ops)?;
     // The bind is done: its out-fence has signalled already.
     syncs.signal(&Fence::signalled());
     Ok(0)

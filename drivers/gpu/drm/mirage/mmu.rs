@@ -9,4 +9,4 @@ pub(crate) mod pool;
 pub(crate) mod walker;
 
 #[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
-mod tests;
+pub(crate) mod tests;

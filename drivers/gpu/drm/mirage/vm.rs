@@ -3,9 +3,9 @@
 //! GPU VMs: a drm_gpuvm VA tree, a page table, and synchronous binds.
 //!
 //! A bind runs in two phases. The *prepare* phase may sleep, allocate and fail: it checks every
-//! op, takes what each needs (the BO's DMA segments, its `drm_gpuvm_bo`, VA nodes), runs the
-//! whole array over a dry run of the page table to count the tables it will create, and
-//! reserves exactly that many. The *execute* phase runs in a `dma_fence` signalling section:
+//! op, takes what each needs (the BO's `drm_gpuvm_bo` and VA nodes; its DMA segments come with
+//! the op, taken before the VM lock), runs the whole array over a dry run of the page table to
+//! count the tables it will create, and reserves exactly that many. The *execute* phase runs in a `dma_fence` signalling section:
 //! it updates the VA tree and the page table from what was reserved, and can no longer fail
 //! for lack of memory. A failed prepare leaves the VM as it was.
 //!
@@ -14,18 +14,21 @@
 //! (taken inside drm_gpuvm for the external-object list, and by EXEC); the page-table lock
 //! (`pt`), which is never held while allocating, so that a signalling section may take it.
 
-use core::ops::Range;
+use core::{marker::PhantomData, ops::Range};
 use kernel::{
     dma_buf::fence::SignallingSection,
-    drm::gem::BaseObject,
-    drm::gpuvm::{
-        DriverGpuVm, GpuVaAlloc, GpuVm, GpuVmBo, OpMap, OpMapRequest, OpMapped, OpRemap,
-        OpRemapped, OpUnmap, OpUnmapped, UniqueRefGpuVm,
+    drm::{
+        self,
+        gem::BaseObject,
+        gpuvm::{
+            DriverGpuVm, GpuVaAlloc, GpuVm, GpuVmBo, OpMap, OpMapRequest, OpMapped, OpRemap,
+            OpRemapped, OpUnmap, OpUnmapped, UniqueRefGpuVm,
+        },
     },
     iommu::pgtable::prot,
     new_mutex,
     prelude::*,
-    sync::aref::ARef,
+    sync::aref::{ARef, AlwaysRefCounted},
     sync::{
         atomic::{Atomic, Relaxed},
         Arc, Mutex,
@@ -44,17 +47,75 @@ use crate::{
     },
 };
 
+#[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
+mod tests;
+
+/// What a VM needs from the device that runs it and from the BOs it maps.
+///
+/// The driver's is the [`Gpu`]; the KUnit suite has one without hardware, so that it runs the
+/// same bind code over a faux DRM device.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The DRM driver of the VM's device.
+    type Driver: drm::Driver;
+    /// The BOs the VM maps.
+    type Object: drm::driver::AllocImpl<Driver = Self::Driver> + AlwaysRefCounted + Send + Sync;
+
+    /// A BO that nothing maps, whose reservation object the VM's private BOs share.
+    fn new_resv_root(dev: &drm::Device<Self::Driver>) -> Result<ARef<Self::Object>>;
+
+    /// The serial number of the VM `bo` is private to, or 0.
+    fn private_vm(bo: &Self::Object) -> u64;
+
+    /// Invalidates the TLB for `[start, end)` of VM `serial`: when it returns, the device no
+    /// longer uses what was mapped there.
+    fn flush(&self, serial: u64, start: u64, end: u64);
+
+    /// Takes VM `serial` out of the device; it has no job running.
+    fn evict(&self, serial: u64);
+
+    /// Whether the next page-table reservation must fail, for tests.
+    fn fail_reserve(&self) -> bool;
+}
+
+impl Backend for Gpu {
+    type Driver = MirageDriver;
+    type Object = Bo;
+
+    fn new_resv_root(dev: &MirageDevice) -> Result<ARef<Bo>> {
+        gem::new_resv_root(dev)
+    }
+
+    fn private_vm(bo: &Bo) -> u64 {
+        bo.private_vm()
+    }
+
+    fn flush(&self, serial: u64, start: u64, end: u64) {
+        Gpu::flush(self, serial, start, end)
+    }
+
+    fn evict(&self, serial: u64) {
+        Gpu::evict(self, serial)
+    }
+
+    fn fail_reserve(&self) -> bool {
+        self.inject_reserve_failure()
+    }
+}
+
+/// A VM of the mirage device.
+pub(crate) type Vm = VmCore<Gpu>;
+
 /// VA nodes an op may need: one for the new mapping and two for the pieces of split mappings
 /// (a remap takes two and gives one back when it keeps one side only).
 const VAS_PER_OP: usize = 3;
 
 /// The drm_gpuvm driver type of mirage VMs.
-pub(crate) struct VmData;
+pub(crate) struct VmData<B>(PhantomData<fn() -> B>);
 
 /// VA nodes reserved for one op, handed out by the drm_gpuvm callbacks.
-pub(crate) struct VaAllocs(KVec<GpuVaAlloc<VmData>>);
+pub(crate) struct VaAllocs<B: Backend>(KVec<GpuVaAlloc<VmData<B>>>);
 
-impl VaAllocs {
+impl<B: Backend> VaAllocs<B> {
     fn new(n: usize) -> Result<Self> {
         let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
@@ -63,7 +124,7 @@ impl VaAllocs {
         Ok(Self(v))
     }
 
-    fn take(&mut self) -> Result<GpuVaAlloc<VmData>> {
+    fn take(&mut self) -> Result<GpuVaAlloc<VmData<B>>> {
         // The prepare phase reserved enough for any op; running out is a driver bug.
         self.0.pop().ok_or_else(|| {
             kernel::warn_on!(true);
@@ -71,25 +132,25 @@ impl VaAllocs {
         })
     }
 
-    fn give(&mut self, va: GpuVaAlloc<VmData>) {
+    fn give(&mut self, va: GpuVaAlloc<VmData<B>>) {
         // There is room: the node came from here.
         let _ = self.0.push_within_capacity(va);
     }
 }
 
-impl DriverGpuVm for VmData {
-    type Driver = MirageDriver;
-    type Object = Bo;
+impl<B: Backend> DriverGpuVm for VmData<B> {
+    type Driver = B::Driver;
+    type Object = B::Object;
     type VaData = ();
     type VmBoData = ();
-    type SmContext<'ctx> = VaAllocs;
+    type SmContext<'ctx> = VaAllocs<B>;
 
     // The callbacks update the VA tree only: the page-table work of an op does not depend on
     // how drm_gpuvm splits it, so that the dry run sees the same page-table calls.
     fn sm_step_map<'op>(
         &mut self,
         op: OpMap<'op, Self>,
-        vas: &mut VaAllocs,
+        vas: &mut VaAllocs<B>,
     ) -> Result<OpMapped<'op, Self>> {
         Ok(op.insert(vas.take()?, pin_init::init_zeroed()))
     }
@@ -97,7 +158,7 @@ impl DriverGpuVm for VmData {
     fn sm_step_unmap<'op>(
         &mut self,
         op: OpUnmap<'op, Self>,
-        _vas: &mut VaAllocs,
+        _vas: &mut VaAllocs<B>,
     ) -> Result<OpUnmapped<'op, Self>> {
         let (done, _removed) = op.remove();
         Ok(done)
@@ -106,7 +167,7 @@ impl DriverGpuVm for VmData {
     fn sm_step_remap<'op>(
         &mut self,
         op: OpRemap<'op, Self>,
-        vas: &mut VaAllocs,
+        vas: &mut VaAllocs<B>,
     ) -> Result<OpRemapped<'op, Self>> {
         let pair = [vas.take()?, vas.take()?];
         let (done, ret) = op.remap(pair, pin_init::init_zeroed(), pin_init::init_zeroed());
@@ -118,85 +179,89 @@ impl DriverGpuVm for VmData {
 }
 
 /// One checked op of a bind.
-pub(crate) enum BindOp {
+pub(crate) enum BindOp<B: Backend = Gpu> {
     Map {
         range: Range<u64>,
-        bo: ARef<Bo>,
+        bo: ARef<B::Object>,
         offset: u64,
         prot: u32,
+        /// The bus addresses of `[offset, offset + range length)` of `bo`, as
+        /// [`gem::segments`] gives them.
+        segments: KVec<(u64, u64)>,
     },
     Unmap {
         range: Range<u64>,
     },
     UnmapAll {
-        bo: ARef<Bo>,
+        bo: ARef<B::Object>,
     },
 }
 
 /// An op with everything its execution needs.
-enum Prepared {
+enum Prepared<'a, B: Backend> {
     Map {
         range: Range<u64>,
         offset: u64,
         prot: u32,
-        segments: KVec<(u64, u64)>,
-        vm_bo: ARef<GpuVmBo<VmData>>,
-        vas: VaAllocs,
+        segments: &'a [(u64, u64)],
+        vm_bo: ARef<GpuVmBo<VmData<B>>>,
+        vas: VaAllocs<B>,
     },
     /// UNMAP, and each mapping UNMAP_ALL removes.
     Unmap {
         ranges: KVec<Range<u64>>,
-        vas: VaAllocs,
+        vas: VaAllocs<B>,
     },
 }
 
 /// What the VM lock protects.
-struct VmState {
-    gpuvm: UniqueRefGpuVm<VmData>,
+struct VmState<B: Backend> {
+    gpuvm: UniqueRefGpuVm<VmData<B>>,
 }
 
 static NEXT_SERIAL: Atomic<u64> = Atomic::new(1);
 
-/// A GPU VM.
+/// A GPU VM, run by the device `B`.
 #[pin_data(PinnedDrop)]
-pub(crate) struct Vm {
+pub(crate) struct VmCore<B: Backend> {
     /// For `obtain` and `deferred_cleanup`, which need no VM lock.
-    gpuvm: ARef<GpuVm<VmData>>,
+    gpuvm: ARef<GpuVm<VmData<B>>>,
     /// The VM lock.
     #[pin]
-    state: Mutex<VmState>,
+    state: Mutex<VmState<B>>,
     /// The page-table lock.
     #[pin]
     pt: Mutex<PageTable>,
     pool: Arc<PtPool>,
     /// The reservation object's root: VM-private BOs share its `dma_resv`.
-    root: ARef<Bo>,
+    root: ARef<B::Object>,
     /// Identifies the VM to the BOs private to it.
     serial: u64,
     va_end: u64,
     pgsizes: u64,
     usable: Atomic<bool>,
     /// The device, which runs the VM's jobs in one of its address spaces.
-    gpu: Arc<Gpu>,
+    gpu: Arc<B>,
     /// The page table's root and attributes, as the device needs them; they never change.
     ttbr: u64,
     mair: u64,
 }
 
-impl Vm {
+impl<B: Backend> VmCore<B> {
     pub(crate) fn new(
-        dev: &MirageDevice,
-        gpu: &Arc<Gpu>,
+        dev: &drm::Device<B::Driver>,
+        gpu: &Arc<B>,
         va_bits: u32,
         pgsizes: u64,
     ) -> Result<Arc<Self>> {
-        let root = gem::new_resv_root(dev)?;
+        let root = B::new_resv_root(dev)?;
         let pool = Arc::new(PtPool::new()?, GFP_KERNEL)?;
         // The level-0 table is allocated when the page table is created.
         pool.reserve(1)?;
         let pt = PageTable::new(pool.clone(), va_bits, pgsizes)?;
         let va_end = 1u64 << va_bits;
-        let unique = GpuVm::new::<Error, _>(c"mirage", dev, &*root, 0..va_end, 0..0, VmData)?;
+        let unique =
+            GpuVm::new::<Error, _>(c"mirage", dev, &*root, 0..va_end, 0..0, VmData(PhantomData))?;
         let shared = ARef::from(&*unique);
         let pgsizes = pt.pgsizes();
         // SAFETY: The VM leaves the device's address space before its page table goes (see
@@ -226,7 +291,7 @@ impl Vm {
         self.serial
     }
 
-    pub(crate) fn resv_root(&self) -> &Bo {
+    pub(crate) fn resv_root(&self) -> &B::Object {
         &self.root
     }
 
@@ -240,7 +305,7 @@ impl Vm {
     }
 
     /// The VM's drm_gpuvm, for locking its reservation objects.
-    pub(crate) fn gpuvm(&self) -> &GpuVm<VmData> {
+    pub(crate) fn gpuvm(&self) -> &GpuVm<VmData<B>> {
         &self.gpuvm
     }
 
@@ -306,17 +371,13 @@ impl Vm {
     }
 
     /// Runs `ops` in order, all or nothing.
-    pub(crate) fn bind(
-        &self,
-        dev: &kernel::device::Device<kernel::device::Bound>,
-        ops: &[BindOp],
-    ) -> Result {
+    pub(crate) fn bind(&self, ops: &[BindOp<B>]) -> Result {
         let mut state = self.state.lock();
         // An unusable VM takes no new mappings, but may still be torn down (xe's contract).
         if !self.is_usable() && ops.iter().any(|op| matches!(op, BindOp::Map { .. })) {
             return Err(ENOENT);
         }
-        let prepared = self.prepare(&state, dev, ops);
+        let prepared = self.prepare(&state, ops);
         let mut prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -335,12 +396,11 @@ impl Vm {
         res
     }
 
-    fn prepare(
+    fn prepare<'a>(
         &self,
-        state: &VmState,
-        dev: &kernel::device::Device<kernel::device::Bound>,
-        ops: &[BindOp],
-    ) -> Result<KVec<Prepared>> {
+        state: &VmState<B>,
+        ops: &'a [BindOp<B>],
+    ) -> Result<KVec<Prepared<'a, B>>> {
         let mut out = KVec::with_capacity(ops.len(), GFP_KERNEL)?;
         for (i, op) in ops.iter().enumerate() {
             let p = match op {
@@ -349,21 +409,23 @@ impl Vm {
                     bo,
                     offset,
                     prot,
+                    segments,
                 } => {
-                    let private = bo.private_vm();
+                    let private = B::private_vm(bo);
                     if private != 0 && private != self.serial {
                         return Err(EINVAL);
                     }
                     let len = range.end - range.start;
                     let bo_end = offset.checked_add(len).ok_or(EINVAL)?;
-                    if bo_end > bo.size() as u64 {
+                    let covered: u64 = segments.iter().map(|s| s.1).sum();
+                    if bo_end > bo.size() as u64 || covered != len {
                         return Err(EINVAL);
                     }
                     Prepared::Map {
                         range: range.clone(),
                         offset: *offset,
                         prot: *prot,
-                        segments: gem::segments(bo, dev, *offset, len)?,
+                        segments,
                         vm_bo: self.gpuvm.obtain(bo, ())?,
                         vas: VaAllocs::new(VAS_PER_OP)?,
                     }
@@ -396,7 +458,7 @@ impl Vm {
         }
         let need = dry.tables();
         drop(dry);
-        if self.gpu.inject_reserve_failure() {
+        if self.gpu.fail_reserve() {
             return Err(ENOMEM);
         }
         self.pool.reserve(need)?;
@@ -404,7 +466,12 @@ impl Vm {
     }
 
     /// The mappings `bo` will have in this VM once `before` ran, in address order.
-    fn mappings_of(&self, state: &VmState, bo: &Bo, before: &[BindOp]) -> Result<KVec<Range<u64>>> {
+    fn mappings_of(
+        &self,
+        state: &VmState<B>,
+        bo: &B::Object,
+        before: &[BindOp<B>],
+    ) -> Result<KVec<Range<u64>>> {
         let mut ranges = KVec::new();
         state.gpuvm.for_each_va(0..self.va_end, |va| {
             if core::ptr::eq(va.obj(), bo) {
@@ -441,7 +508,7 @@ impl Vm {
     }
 
     /// The page-table work of `op`, on the real page table or the dry run.
-    fn apply_pt(pt: &mut impl PtOps, pgsizes: u64, op: &Prepared) -> Result {
+    fn apply_pt(pt: &mut impl PtOps, pgsizes: u64, op: &Prepared<'_, B>) -> Result {
         match op {
             Prepared::Map {
                 range,
@@ -466,7 +533,7 @@ impl Vm {
         }
     }
 
-    fn execute(&self, state: &mut VmState, ops: &mut [Prepared]) -> Result {
+    fn execute(&self, state: &mut VmState<B>, ops: &mut [Prepared<'_, B>]) -> Result {
         let _signalling = SignallingSection::begin();
         for op in ops.iter_mut() {
             let res = match op {
@@ -514,7 +581,7 @@ impl Vm {
 }
 
 #[pinned_drop]
-impl PinnedDrop for Vm {
+impl<B: Backend> PinnedDrop for VmCore<B> {
     fn drop(self: Pin<&mut Self>) {
         let mut state = self.state.lock();
         let mut none = VaAllocs(KVec::new());

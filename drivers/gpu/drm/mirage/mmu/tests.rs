@@ -24,15 +24,15 @@ const PGSIZES: u64 = SZ_4K | SZ_2M | SZ_1G;
 
 /// A mapping of the model: `len` bytes at `va` to `pa`, with `prot`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Mapping {
-    va: u64,
-    len: u64,
-    pa: u64,
-    prot: u32,
+pub(crate) struct Mapping {
+    pub(crate) va: u64,
+    pub(crate) len: u64,
+    pub(crate) pa: u64,
+    pub(crate) prot: u32,
 }
 
 /// The reference: sorted, disjoint mappings.
-struct Model(KVec<Mapping>);
+pub(crate) struct Model(pub(crate) KVec<Mapping>);
 
 impl Model {
     fn unmap(&mut self, start: u64, end: u64) -> Result {
@@ -84,7 +84,7 @@ impl Model {
 }
 
 /// Deterministic xorshift, so that a failure reproduces.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -94,7 +94,7 @@ impl Rng {
         self.0
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -128,7 +128,7 @@ const PROT_BITS: u64 = (1 << 7) | (1 << 54) | (0b111 << 2);
 
 /// Checks every leaf in `[start, end)` (1 GiB aligned) against the model; returns the leaves
 /// seen per level.
-fn check(pt: &PageTable, model: &Model, start: u64, end: u64) -> Result<[u64; 4]> {
+pub(crate) fn check(pt: &PageTable, model: &Model, start: u64, end: u64) -> Result<[u64; 4]> {
     let mut seen = [0u64; 4];
     let mut va = start;
     // The model is sorted and the walk goes up: `next` is the first mapping not below `va`.

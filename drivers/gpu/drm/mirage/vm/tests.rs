@@ -1,0 +1,520 @@
+// SPDX-License-Identifier: GPL-2.0 or MIT
+
+//! KUnit tests of VM binds: the driver's own bind code (drm_gpuvm's split and merge, the
+//! page-table budget, the update in a signalling section) over a faux DRM device, against a
+//! reference model of the VA space.
+//!
+//! The BOs are shmem objects whose pages are never taken: each op carries fake bus addresses
+//! (BO `b`'s offset `o` at `(b + 1) << 32 | o`), so that 1 GiB blocks happen without the memory.
+//! After every bind array: the VA tree equals the model, every leaf of the page table maps what
+//! the model says (address and protection), and the budget equals the tables taken. A bind
+//! whose reservation fails, and an array with a bad op, change nothing.
+
+use kernel::{
+    device,
+    drm::{
+        self,
+        gem::{self, shmem},
+    },
+    faux,
+    iommu::pgtable::prot,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+};
+
+use super::{Backend, BindOp, VmCore};
+use crate::mmu::{
+    pool::PoolStats,
+    tests::{check, Mapping, Model, Rng},
+    walker::{count_leaves, SZ_1G, SZ_2M, SZ_4K},
+};
+
+#[pin_data]
+struct TestData {}
+
+struct TestDriver;
+
+struct TestFile;
+
+/// A BO of the test driver; the serial of the VM it is private to, or 0.
+#[pin_data]
+struct TestBo {
+    private_vm: u64,
+}
+
+type TestObject = shmem::Object<TestBo>;
+
+const INFO: drm::DriverInfo = drm::DriverInfo {
+    major: 0,
+    minor: 0,
+    patchlevel: 0,
+    name: c"mirage-kunit",
+    desc: c"mirage VM KUnit tests",
+};
+
+impl drm::file::DriverFile for TestFile {
+    type Driver = TestDriver;
+
+    fn open(_dev: &drm::Device<TestDriver>) -> Result<Pin<KBox<Self>>> {
+        Ok(KBox::new(Self, GFP_KERNEL)?.into())
+    }
+}
+
+impl gem::DriverObject for TestBo {
+    type Driver = TestDriver;
+    type Args = u64;
+
+    fn new(
+        _dev: &drm::Device<TestDriver>,
+        _size: usize,
+        private_vm: u64,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(TestBo { private_vm })
+    }
+}
+
+#[vtable]
+impl drm::Driver for TestDriver {
+    type Data = TestData;
+    type RegistrationData<'a> = ();
+    type File = TestFile;
+    type Object = TestObject;
+    type ParentDevice<Ctx: device::DeviceContext> = faux::Device<Ctx>;
+
+    const INFO: drm::DriverInfo = INFO;
+    const IOCTLS: &'static [drm::ioctl::DrmIoctlDescriptor] = &[];
+}
+
+/// A device without hardware: it counts TLB invalidations and fails reservations on demand.
+struct TestBackend {
+    fail_reserve: Atomic<bool>,
+    flushes: Atomic<u64>,
+}
+
+impl Backend for TestBackend {
+    type Driver = TestDriver;
+    type Object = TestObject;
+
+    fn new_resv_root(dev: &drm::Device<TestDriver>) -> Result<ARef<TestObject>> {
+        TestObject::new(dev, 4096, shmem::ObjectConfig::default(), 0)
+    }
+
+    fn private_vm(bo: &TestObject) -> u64 {
+        bo.private_vm
+    }
+
+    fn flush(&self, _serial: u64, _start: u64, _end: u64) {
+        self.flushes.fetch_add(1, Relaxed);
+    }
+
+    fn evict(&self, _serial: u64) {}
+
+    fn fail_reserve(&self) -> bool {
+        self.fail_reserve.xchg(false, Relaxed)
+    }
+}
+
+type TestVm = VmCore<TestBackend>;
+
+const BASE: u64 = 1 << 36;
+const WINDOW: u64 = 4 * SZ_1G;
+const PGSIZES: u64 = SZ_4K | SZ_2M | SZ_1G;
+
+/// A mapping of the model: `[start, end)` of the VA to BO `bo` at `offset`, with `prot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Va {
+    start: u64,
+    end: u64,
+    bo: usize,
+    offset: u64,
+    prot: u32,
+}
+
+/// drm_gpuvm's split semantics, by hand: sorted, disjoint mappings, never merged.
+#[derive(Default)]
+struct VaModel(KVec<Va>);
+
+impl VaModel {
+    fn unmap(&mut self, start: u64, end: u64) -> Result {
+        let mut out = KVec::new();
+        for v in self.0.iter() {
+            if v.end <= start || v.start >= end {
+                out.push(*v, GFP_KERNEL)?;
+                continue;
+            }
+            if v.start < start {
+                out.push(Va { end: start, ..*v }, GFP_KERNEL)?;
+            }
+            if v.end > end {
+                let offset = v.offset + (end - v.start);
+                out.push(
+                    Va {
+                        start: end,
+                        offset,
+                        ..*v
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+        }
+        self.0 = out;
+        Ok(())
+    }
+
+    fn map(&mut self, va: Va) -> Result {
+        self.unmap(va.start, va.end)?;
+        let at = self
+            .0
+            .iter()
+            .position(|x| x.start > va.start)
+            .unwrap_or(self.0.len());
+        self.0.insert_within_capacity(at, va).or_else(|_| {
+            self.0.reserve(1, GFP_KERNEL)?;
+            self.0.insert_within_capacity(at, va).map_err(|_| ENOMEM)
+        })
+    }
+
+    fn unmap_all(&mut self, bo: usize) {
+        self.0.retain(|v| v.bo != bo);
+    }
+
+    /// The page-table model: each mapping at its fake bus address.
+    fn leaves(&self) -> Result<Model> {
+        let mut m = KVec::with_capacity(self.0.len(), GFP_KERNEL)?;
+        for v in self.0.iter() {
+            m.push(
+                Mapping {
+                    va: v.start,
+                    len: v.end - v.start,
+                    pa: bus(v.bo, v.offset),
+                    prot: v.prot,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(Model(m))
+    }
+}
+
+/// The fake bus address of BO `bo` at `offset`: 4 GiB apart, 1 GiB aligned.
+fn bus(bo: usize, offset: u64) -> u64 {
+    ((bo as u64 + 1) << 32) + offset
+}
+
+struct Fixture {
+    _faux: faux::Registration,
+    drm: drm::UnregisteredDevice<TestDriver>,
+    backend: Arc<TestBackend>,
+}
+
+impl Fixture {
+    /// `name` names the faux device: a failed assertion leaks the fixture of its case.
+    fn new(name: &'static CStr) -> Result<Self> {
+        let faux = faux::Registration::new(name, None)?;
+        let drm =
+            drm::UnregisteredDevice::<TestDriver>::new(faux.as_ref(), try_pin_init!(TestData {}))?;
+        let backend = Arc::new(
+            TestBackend {
+                fail_reserve: Atomic::new(false),
+                flushes: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(Self {
+            _faux: faux,
+            drm,
+            backend,
+        })
+    }
+
+    fn vm(&self) -> Result<Arc<TestVm>> {
+        TestVm::new(&self.drm, &self.backend, 48, PGSIZES)
+    }
+
+    fn bo(&self, size: u64, private_vm: u64) -> Result<ARef<TestObject>> {
+        let size = usize::try_from(size).map_err(|_| EINVAL)?;
+        TestObject::new(&self.drm, size, shmem::ObjectConfig::default(), private_vm)
+    }
+}
+
+fn map_op(
+    bos: &[ARef<TestObject>],
+    vm: &TestVm,
+    bo: usize,
+    offset: u64,
+    start: u64,
+    len: u64,
+    prot: u32,
+) -> Result<BindOp<TestBackend>> {
+    let mut segments = KVec::new();
+    segments.push((bus(bo, offset), len), GFP_KERNEL)?;
+    Ok(BindOp::Map {
+        range: vm.check_range(start, len)?,
+        bo: bos[bo].clone(),
+        offset,
+        prot,
+        segments,
+    })
+}
+
+/// Checks the VA tree, every leaf in `[start, end)` and the pool against the model.
+fn check_vm(
+    vm: &TestVm,
+    bos: &[ARef<TestObject>],
+    model: &VaModel,
+    start: u64,
+    end: u64,
+) -> Result {
+    let mut tree = KVec::new();
+    let mut res = Ok(());
+    vm.state.lock().gpuvm.for_each_va(0..1 << 48, |va| {
+        let bo = bos.iter().position(|b| core::ptr::eq(&**b, va.obj()));
+        if res.is_ok() {
+            res = tree.push(
+                (va.addr(), va.addr() + va.length(), bo, va.gem_offset()),
+                GFP_KERNEL,
+            );
+        }
+    });
+    res?;
+    let want = model
+        .0
+        .iter()
+        .map(|v| (v.start, v.end, Some(v.bo), v.offset));
+    if tree.len() != model.0.len() || !tree.iter().copied().eq(want) {
+        pr_err!(
+            "mirage_vm: VA tree {:x?}\nmodel {:x?}\n",
+            &tree[..],
+            &model.0[..]
+        );
+        return Err(EINVAL);
+    }
+    // Allocated before the page-table lock, which is never held around an allocation.
+    let leaves = model.leaves()?;
+    check(&vm.pt.lock(), &leaves, start, end)?;
+    let s = vm.pool.stats();
+    if s.reserved != s.used || s.exhausted != 0 || s.unused != 0 {
+        pr_err!("mirage_vm: pool {:?}\n", s);
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// A random op over the window, applied to `next` too.
+fn random_op(
+    rng: &mut Rng,
+    bos: &[ARef<TestObject>],
+    sizes: &[u64],
+    vm: &TestVm,
+    next: &mut VaModel,
+) -> Result<BindOp<TestBackend>> {
+    let align = [SZ_4K, SZ_4K, SZ_2M, SZ_2M, SZ_1G][rng.below(5) as usize];
+    let start = BASE + rng.below(WINDOW / align) * align;
+    let room = BASE + WINDOW - start;
+    match rng.below(8) {
+        0..=4 => {
+            let bo = rng.below(sizes.len() as u64) as usize;
+            // Long maps keep the offset congruent to the VA modulo 1 GiB, so that they get
+            // blocks rather than 2^18 pages; short ones often do modulo 2 MiB.
+            let (start, offset, len) = match rng.below(4) {
+                // A 1 GiB block and a little more, at a 1 GiB-aligned VA.
+                0 if sizes[bo] > SZ_1G => {
+                    let start = BASE + rng.below(WINDOW / SZ_1G) * SZ_1G;
+                    let offset = rng.below(2) * SZ_1G;
+                    (start, offset, SZ_1G + rng.below(3) * SZ_2M)
+                }
+                1 => {
+                    let offset = rng.below((sizes[bo] / SZ_2M).max(1)) * SZ_2M + start % SZ_2M;
+                    let offset = offset.min(sizes[bo] - SZ_4K) & !(SZ_4K - 1);
+                    (
+                        start,
+                        offset,
+                        (1 + rng.below(4)) * SZ_2M + rng.below(3) * SZ_4K,
+                    )
+                }
+                _ => {
+                    let offset = rng.below(sizes[bo] / SZ_4K) * SZ_4K;
+                    (start, offset, (1 + rng.below(600)) * SZ_4K)
+                }
+            };
+            let len = len.min(sizes[bo] - offset).min(BASE + WINDOW - start);
+            let prot = [
+                prot::READ | prot::WRITE | prot::CACHE,
+                prot::READ | prot::CACHE,
+                prot::READ | prot::WRITE | prot::NOEXEC,
+                prot::READ | prot::WRITE,
+            ][rng.below(4) as usize];
+            next.map(Va {
+                start,
+                end: start + len,
+                bo,
+                offset,
+                prot,
+            })?;
+            map_op(bos, vm, bo, offset, start, len, prot)
+        }
+        5..=6 => {
+            let len = [
+                SZ_4K * (1 + rng.below(16)),
+                SZ_2M * (1 + rng.below(4)),
+                SZ_1G,
+            ][rng.below(3) as usize]
+                .min(room);
+            next.unmap(start, start + len)?;
+            Ok(BindOp::Unmap {
+                range: vm.check_range(start, len)?,
+            })
+        }
+        _ => {
+            let bo = rng.below(sizes.len() as u64) as usize;
+            next.unmap_all(bo);
+            Ok(BindOp::UnmapAll {
+                bo: bos[bo].clone(),
+            })
+        }
+    }
+}
+
+#[kunit_tests(mirage_vm)]
+mod kunit {
+    use super::*;
+
+    #[test]
+    fn random_bind_arrays_match_the_model() -> Result {
+        let fx = Fixture::new(c"mirage-vm-kunit-random")?;
+        let vm = fx.vm()?;
+        let sizes = [2 * SZ_1G + SZ_2M, 8 * SZ_2M, 64 * SZ_4K];
+        let mut bos = KVec::new();
+        for &size in &sizes {
+            bos.push(fx.bo(size, 0)?, GFP_KERNEL)?;
+        }
+        // A BO private to another VM: an array with it fails whole.
+        bos.push(fx.bo(SZ_4K, vm.serial() + 1000)?, GFP_KERNEL)?;
+        let mut model = VaModel::default();
+        let mut rng = Rng(0x6d69_7261_6765_766d);
+        let mut blocks = [0u64; 4];
+        for step in 0..120 {
+            let mut next = VaModel(KVec::with_capacity(model.0.len(), GFP_KERNEL)?);
+            for v in model.0.iter() {
+                next.0.push(*v, GFP_KERNEL)?;
+            }
+            let mut ops = KVec::new();
+            for _ in 0..1 + rng.below(4) {
+                ops.push(
+                    random_op(&mut rng, &bos, &sizes, &vm, &mut next)?,
+                    GFP_KERNEL,
+                )?;
+            }
+            let before = vm.pool.stats();
+            let flushes = fx.backend.flushes.load(Relaxed);
+            let res = match step % 10 {
+                // The reservation fails: ENOMEM, and nothing changes.
+                3 => {
+                    fx.backend.fail_reserve.store(true, Relaxed);
+                    Some(ENOMEM)
+                }
+                // A bad op last: EINVAL, and nothing changes.
+                7 => {
+                    ops.push(
+                        map_op(&bos, &vm, 3, 0, BASE, SZ_4K, prot::READ)?,
+                        GFP_KERNEL,
+                    )?;
+                    Some(EINVAL)
+                }
+                _ => None,
+            };
+            match (vm.bind(&ops), res) {
+                (Ok(()), None) => model = next,
+                (Err(e), Some(want)) if e == want => {
+                    let after: PoolStats = vm.pool.stats();
+                    if after.used != before.used || fx.backend.flushes.load(Relaxed) != flushes {
+                        pr_err!("mirage_vm: step {}: a failed bind changed the VM\n", step);
+                        return Err(EINVAL);
+                    }
+                }
+                (r, want) => {
+                    pr_err!(
+                        "mirage_vm: step {}: bind {:?}, expected {:?}\n",
+                        step,
+                        r,
+                        want
+                    );
+                    return Err(EINVAL);
+                }
+            }
+            // Every leaf of the window now and then, else the 1 GiB spans of the VA model
+            // (an UNMAP_ALL may have removed anything: those steps check all).
+            let all = step % 20 == 19 || ops.iter().any(|o| matches!(o, BindOp::UnmapAll { .. }));
+            let (start, end) = if all {
+                (BASE, BASE + WINDOW)
+            } else {
+                let mut lo = u64::MAX;
+                let mut hi = 0;
+                for o in ops.iter() {
+                    if let BindOp::Map { range, .. } | BindOp::Unmap { range } = o {
+                        lo = lo.min(range.start);
+                        hi = hi.max(range.end);
+                    }
+                }
+                (lo & !(SZ_1G - 1), hi.next_multiple_of(SZ_1G))
+            };
+            check_vm(&vm, &bos, &model, start, end)?;
+            let leaves = count_leaves(&*vm.pt.lock(), 1 << 48);
+            for (total, n) in blocks.iter_mut().zip(leaves) {
+                *total += n;
+            }
+        }
+        // The sequence met 1 GiB and 2 MiB blocks, and pages.
+        if blocks[1] == 0 || blocks[2] == 0 || blocks[3] == 0 {
+            pr_err!("mirage_vm: leaves seen by level {:?}\n", blocks);
+            return Err(EINVAL);
+        }
+        assert!(vm.pool.stats().returned > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn partial_unmaps_of_2m_blocks() -> Result {
+        let fx = Fixture::new(c"mirage-vm-kunit-2m")?;
+        let vm = fx.vm()?;
+        let bos = [fx.bo(2 * SZ_2M, 0)?];
+        let rw = prot::READ | prot::WRITE;
+        let mut model = VaModel::default();
+        let start = BASE + SZ_1G;
+        let mut ops = KVec::new();
+        ops.push(map_op(&bos, &vm, 0, 0, start, 2 * SZ_2M, rw)?, GFP_KERNEL)?;
+        vm.bind(&ops)?;
+        model.map(Va {
+            start,
+            end: start + 2 * SZ_2M,
+            bo: 0,
+            offset: 0,
+            prot: rw,
+        })?;
+        check_vm(&vm, &bos, &model, BASE, BASE + WINDOW)?;
+        assert_eq!(count_leaves(&*vm.pt.lock(), 1 << 48), [0, 0, 2, 0]);
+
+        // The middle of the first block, the front and the back of the second.
+        let mut ops = KVec::new();
+        for hole in [SZ_2M / 2, SZ_2M, 2 * SZ_2M - SZ_4K] {
+            ops.push(
+                BindOp::Unmap {
+                    range: vm.check_range(start + hole, SZ_4K)?,
+                },
+                GFP_KERNEL,
+            )?;
+            model.unmap(start + hole, start + hole + SZ_4K)?;
+        }
+        vm.bind(&ops)?;
+        check_vm(&vm, &bos, &model, BASE, BASE + WINDOW)?;
+        assert_eq!(
+            count_leaves(&*vm.pt.lock(), 1 << 48),
+            [0, 0, 0, 2 * 512 - 3]
+        );
+        Ok(())
+    }
+}
