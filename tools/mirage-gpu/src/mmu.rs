@@ -124,6 +124,28 @@ pub fn walk(
     access: Access,
     reads: &mut u32,
 ) -> Result<Translation, Fault> {
+    walk_cached(bus, ttbr, va, access, reads, None)
+}
+
+/// A table the walker reached: its address, and the permissions the table
+/// descriptors above it take away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableEntry {
+    pub table: u64,
+    pub read_only: bool,
+    pub no_exec: bool,
+}
+
+/// As [`walk`], starting from the deepest table `cache` holds for `va`, and
+/// caching the tables it goes through.
+pub fn walk_cached(
+    bus: &Bus,
+    ttbr: u64,
+    va: u64,
+    access: Access,
+    reads: &mut u32,
+    mut cache: Option<&mut WalkCache>,
+) -> Result<Translation, Fault> {
     let fault = |kind, level| Fault {
         kind,
         level,
@@ -138,10 +160,12 @@ pub fn walk(
     if ttbr >> 48 != 0 {
         return Err(fault(FaultKind::AddressSizeOut, 0));
     }
-    let mut table = ttbr & ADDR_MASK;
-    let mut read_only = false;
-    let mut no_exec = false;
-    for level in 0u8..4 {
+    let (start, mut table, mut read_only, mut no_exec) =
+        match cache.as_deref().and_then(|c| c.lookup(va)) {
+            Some((level, e)) => (level, e.table, e.read_only, e.no_exec),
+            None => (0, ttbr & ADDR_MASK, false, false),
+        };
+    for level in start..4 {
         let shift = level_shift(level);
         let idx = (va >> shift) & 511;
         *reads += 1;
@@ -164,6 +188,17 @@ pub fn walk(
             read_only |= desc & TABLE_AP_RDONLY != 0;
             no_exec |= desc & (TABLE_XN | TABLE_PXN) != 0;
             table = desc & ADDR_MASK;
+            if let Some(c) = cache.as_deref_mut() {
+                c.insert(
+                    level + 1,
+                    va,
+                    TableEntry {
+                        table,
+                        read_only,
+                        no_exec,
+                    },
+                );
+            }
             continue;
         }
         // A leaf: a page at level 3, a block at levels 1 and 2.
@@ -276,6 +311,85 @@ impl Tlb {
     }
 }
 
+/// Caches the tables a walk went through, as a hardware walk cache does:
+/// a walk for an address whose level-`n` table is cached reads no
+/// descriptor above level `n`. So a table freed or replaced while the cache
+/// still points to it is walked, until [`WalkCache::invalidate_range`]
+/// (FLUSH_RANGE over the span it translates) or
+/// [`WalkCache::invalidate_all`] drops it; when full, the oldest entry
+/// makes room.
+pub struct WalkCache {
+    capacity: usize,
+    /// By (level of the table, the VA bits above the span it translates).
+    map: HashMap<(u8, u64), TableEntry>,
+    order: VecDeque<(u8, u64)>,
+}
+
+impl WalkCache {
+    pub fn new(capacity: usize) -> Self {
+        WalkCache {
+            capacity: capacity.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Bits of VA the table of `level` (1 to 3) translates the low bits of.
+    fn span_shift(level: u8) -> u32 {
+        level_shift(level - 1)
+    }
+
+    /// The deepest cached table on the way to `va`, with its level.
+    pub fn lookup(&self, va: u64) -> Option<(u8, TableEntry)> {
+        (1u8..4).rev().find_map(|l| {
+            self.map
+                .get(&(l, va >> Self::span_shift(l)))
+                .map(|e| (l, *e))
+        })
+    }
+
+    /// Records that the level-`level` table for `va` is `e`.
+    pub fn insert(&mut self, level: u8, va: u64, e: TableEntry) {
+        let key = (level, va >> Self::span_shift(level));
+        if self.map.insert(key, e).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn invalidate_all(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
+    /// Drops every table whose span overlaps `[start, start + len)`.
+    pub fn invalidate_range(&mut self, start: u64, len: u64) {
+        let end = start.saturating_add(len);
+        self.map.retain(|&(l, idx), _| {
+            let shift = Self::span_shift(l);
+            let base = idx << shift;
+            base.saturating_add(1 << shift) <= start || base >= end
+        });
+        let map = &self.map;
+        self.order.retain(|k| map.contains_key(k));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Entries of each address space's walk cache.
+pub const WALK_CACHE_ENTRIES: usize = 64;
+
 /// The translation registers as last latched by AS_CMD_UPDATE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AsConfig {
@@ -299,6 +413,7 @@ pub struct AddressSpace {
     pub lockaddr: u64,
     pub fault: Option<LatchedFault>,
     pub tlb: Tlb,
+    pub walk_cache: WalkCache,
 }
 
 /// What one translation did, for the device's counters.
@@ -317,6 +432,7 @@ impl AddressSpace {
             lockaddr: 0,
             fault: None,
             tlb: Tlb::new(tlb_entries),
+            walk_cache: WalkCache::new(WALK_CACHE_ENTRIES),
         }
     }
 
@@ -326,6 +442,7 @@ impl AddressSpace {
         self.lockaddr = 0;
         self.fault = None;
         self.tlb.invalidate_all();
+        self.walk_cache.invalidate_all();
     }
 
     pub fn enabled(&self) -> bool {
@@ -359,7 +476,14 @@ impl AddressSpace {
             }
             None => {
                 st.walked = true;
-                let t = walk(bus, self.active.transtab, va, access, &mut st.reads)?;
+                let t = walk_cached(
+                    bus,
+                    self.active.transtab,
+                    va,
+                    access,
+                    &mut st.reads,
+                    Some(&mut self.walk_cache),
+                )?;
                 self.tlb.insert(t);
                 t
             }
@@ -381,12 +505,17 @@ impl AddressSpace {
             AS_CMD_UPDATE => {
                 self.active = self.pending;
                 self.tlb.invalidate_all();
+                self.walk_cache.invalidate_all();
             }
             AS_CMD_FLUSH_RANGE => {
                 let (start, len) = lock_region(self.lockaddr);
                 self.tlb.invalidate_range(start, len);
+                self.walk_cache.invalidate_range(start, len);
             }
-            AS_CMD_FLUSH_PT | AS_CMD_FLUSH_MEM => self.tlb.invalidate_all(),
+            AS_CMD_FLUSH_PT | AS_CMD_FLUSH_MEM => {
+                self.tlb.invalidate_all();
+                self.walk_cache.invalidate_all();
+            }
             _ => {}
         }
     }
@@ -446,6 +575,32 @@ mod tests {
         assert!(tlb.lookup(0).is_none());
         assert!(tlb.lookup(0x1000).is_some());
         assert!(tlb.lookup(0x2000).is_some());
+    }
+
+    #[test]
+    fn walk_cache_keeps_the_deepest_table_and_drops_overlapping_spans() {
+        let e = |table| TableEntry {
+            table,
+            read_only: false,
+            no_exec: false,
+        };
+        let mut c = WalkCache::new(8);
+        c.insert(1, 0x80_4060_3000, e(0x1000));
+        c.insert(2, 0x80_4060_3000, e(0x2000));
+        c.insert(3, 0x80_4060_3000, e(0x3000));
+        assert_eq!(c.lookup(0x80_4070_0000), Some((3, e(0x3000))));
+        assert_eq!(c.lookup(0x80_4020_0000), Some((2, e(0x2000))));
+        assert_eq!(c.lookup(0x80_8000_0000), Some((1, e(0x1000))));
+        assert_eq!(c.lookup(0x100_0000_0000), None);
+        // A page inside the level-3 table's 2 MiB drops that table and the
+        // ones above it, whose spans hold it too.
+        c.invalidate_range(0x80_4060_0000, 0x1000);
+        assert!(c.is_empty());
+        c.insert(3, 0x80_4060_3000, e(0x3000));
+        c.invalidate_range(0x80_4080_0000, 0x20_0000);
+        assert_eq!(c.len(), 1);
+        c.invalidate_all();
+        assert!(c.is_empty());
     }
 
     #[test]

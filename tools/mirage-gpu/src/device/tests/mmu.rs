@@ -244,3 +244,46 @@ fn small_tlb_evicts_and_counts_misses() {
     assert_eq!((r.peek32(a), r.peek32(b), r.peek32(c)), (1, 1, 2));
     assert!(r.gpu.stats.tlb_misses.load(Ordering::Relaxed) > misses);
 }
+
+#[test]
+fn walk_cache_reaches_a_freed_table_until_flushed() {
+    let mut r = Rig::new();
+    r.setup_as(0, TRANSCFG_ENABLE);
+    r.setup_queue(0, 0, 16);
+    // Two pages under one level-3 table; a job touches the first only, so
+    // the TLB holds it and the walk cache holds the tables on the way.
+    let a = r.map_new(0, 0x20_0000, 2 * 4096);
+    assert_eq!(r.exec(&Builder::new().store32(0x20_0000, 1)).1, JOB_OK);
+    assert_eq!(r.peek32(a), 1);
+    let root = r.roots[0];
+    let desc = |r: &Rig, table: u64, level: u32| {
+        r.peek64(table + ((0x20_0000u64 >> (39 - 9 * level)) & 511) * 8) & 0x0000_ffff_ffff_f000
+    };
+    let l1 = desc(&r, root, 0);
+    let l2 = desc(&r, l1, 1);
+    let l3 = desc(&r, l2, 2);
+    // The driver frees the level-3 table (its level-2 entry goes) and the
+    // table's memory is reused at once, before any invalidation: the
+    // second page's entry now says `c`.
+    r.clear_pte(root, 0x20_0000, 0x20_0000);
+    let c = r.alloc(4096);
+    r.poke(l3 + 8, &(c | 3 | 1 << 10).to_le_bytes());
+    // A TLB miss walks from the cached table: the freed one.
+    assert_eq!(r.exec(&Builder::new().store32(0x20_1000, 2)).1, JOB_OK);
+    assert_eq!(
+        (r.peek32(a + 4096), r.peek32(c)),
+        (0, 2),
+        "the walk did not use the cached table"
+    );
+    // A flush elsewhere keeps it; one over the table's span drops it, and
+    // the walk meets the cleared level-2 entry.
+    r.wr64(as_reg(0, AS_LOCKADDR_LO), 0x4000_0000 | 20);
+    r.as_cmd(0, AS_CMD_FLUSH_RANGE);
+    assert_eq!(r.exec(&Builder::new().store32(0x20_1000, 3)).1, JOB_OK);
+    assert_eq!(r.peek32(c), 3);
+    r.wr64(as_reg(0, AS_LOCKADDR_LO), 0x20_1000 | 11);
+    r.as_cmd(0, AS_CMD_FLUSH_RANGE);
+    let (_, st, fs) = r.exec(&Builder::new().store32(0x20_1000, 4));
+    assert_eq!((st, fault_code(fs)), (JOB_MMU_FAULT, 0xc2));
+    assert_eq!(r.peek32(c), 3);
+}
