@@ -155,6 +155,19 @@ run|test|bench)
 		leak_scan
 	fi
 	;;
+canary)
+	# The driver breaks the fence rules on purpose (a GFP_KERNEL allocation
+	# inside a bind's signalling section, CONFIG_DRM_MIRAGE_TEST_HOOKS):
+	# lockdep must report it. The runner requires that report, and no other.
+	modprobe mirage
+	echo "MIRAGE: modprobe rc=$?"
+	echo 1 >/sys/kernel/debug/mirage/alloc_in_signalling
+	echo "MIRAGE: canary armed rc=$?"
+	mirage-tests vm_bind_map_and_unmap >/dev/null
+	echo "MIRAGE: canary bind rc=$?"
+	rmmod mirage
+	echo "MIRAGE: rmmod rc=$?"
+	;;
 probe-fail)
 	# The device is broken on purpose: the driver must refuse to bind.
 	modprobe mirage

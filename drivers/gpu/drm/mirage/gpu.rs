@@ -110,6 +110,9 @@ pub(crate) struct Gpu {
     /// `fail_next_reserve`: how many of the next page-table reservations fail with `ENOMEM`, to
     /// test that a bind that cannot get its memory leaves its VM as it was.
     fail_reserve: Pin<KBox<debugfs::File<Atomic<u32>>>>,
+    /// `alloc_in_signalling` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): how many of the next binds
+    /// allocate inside their signalling section, a violation lockdep must report.
+    alloc_in_signalling: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
     /// Rings and completion records, `QUEUE_MEM` bytes per device queue.
     mem: Coherent<[u64]>,
     #[pin]
@@ -131,10 +134,19 @@ impl Gpu {
             debugfs.read_write_file(c"fail_next_reserve", Atomic::new(0u32)),
             GFP_KERNEL,
         )?;
+        let alloc_in_signalling = if cfg!(CONFIG_DRM_MIRAGE_TEST_HOOKS) {
+            Some(KBox::pin_init(
+                debugfs.read_write_file(c"alloc_in_signalling", Atomic::new(0u32)),
+                GFP_KERNEL,
+            )?)
+        } else {
+            None
+        };
         Ok(try_pin_init!(Self {
             bar,
             debugfs,
             fail_reserve,
+            alloc_in_signalling,
             mem,
             sched <- new_mutex!(Sched {
                 pending: KVec::new(),
@@ -161,16 +173,15 @@ impl Gpu {
 
     /// Whether the page-table reservation about to be made must fail (`fail_next_reserve`).
     pub(crate) fn inject_reserve_failure(&self) -> bool {
-        let left = &**self.fail_reserve;
-        let mut n = left.load(Relaxed);
-        while n != 0 {
-            match left.cmpxchg(n, n - 1, Relaxed) {
-                Ok(_) => return true,
-                Err(now) => n = now,
-            }
-        }
-        false
+        take_one(&self.fail_reserve)
     }
+
+    /// Whether the bind about to execute must allocate in its signalling section
+    /// (`alloc_in_signalling`).
+    pub(crate) fn inject_alloc_in_signalling(&self) -> bool {
+        self.alloc_in_signalling.as_ref().is_some_and(take_one)
+    }
+
 
     /// The BAR, while the device is bound; for probe and unbind.
     pub(crate) fn bar<'a>(
@@ -548,4 +559,17 @@ impl Gpu {
         }
         s.spaces[i].vm = 0;
     }
+}
+
+/// Takes one from a debugfs counter of injections; whether there was one.
+fn take_one(knob: &Pin<KBox<debugfs::File<Atomic<u32>>>>) -> bool {
+    let left = &***knob;
+    let mut n = left.load(Relaxed);
+    while n != 0 {
+        match left.cmpxchg(n, n - 1, Relaxed) {
+            Ok(_) => return true,
+            Err(now) => n = now,
+        }
+    }
+    false
 }

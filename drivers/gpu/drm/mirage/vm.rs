@@ -75,6 +75,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Whether the next page-table reservation must fail, for tests.
     fn fail_reserve(&self) -> bool;
+
+    /// Whether the next bind must allocate inside its signalling section, a violation that
+    /// lockdep must report; for tests.
+    fn alloc_in_signalling(&self) -> bool {
+        false
+    }
 }
 
 impl Backend for Gpu {
@@ -99,6 +105,10 @@ impl Backend for Gpu {
 
     fn fail_reserve(&self) -> bool {
         self.inject_reserve_failure()
+    }
+
+    fn alloc_in_signalling(&self) -> bool {
+        self.inject_alloc_in_signalling()
     }
 }
 
@@ -535,6 +545,11 @@ impl<B: Backend> VmCore<B> {
 
     fn execute(&self, state: &mut VmState<B>, ops: &mut [Prepared<'_, B>]) -> Result {
         let _signalling = SignallingSection::begin();
+        if self.gpu.alloc_in_signalling() {
+            // The test hook: an allocation that may recurse into reclaim, where the fence
+            // rules forbid it. Lockdep must report it.
+            drop(KBox::new(0u64, GFP_KERNEL));
+        }
         for op in ops.iter_mut() {
             let res = match op {
                 Prepared::Map {
