@@ -182,7 +182,6 @@ impl Gpu {
         self.alloc_in_signalling.as_ref().is_some_and(take_one)
     }
 
-
     /// The BAR, while the device is bound; for probe and unbind.
     pub(crate) fn bar<'a>(
         &'a self,
