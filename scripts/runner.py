@@ -455,11 +455,26 @@ def marker_text(line):
 
 
 def markers(lines):
+    """The `key=value` markers of raw console lines (with their kernel
+    timestamps). A kernel message may land in the middle of a marker and end
+    its line: the rest of the marker then starts the next line, which has no
+    timestamp of its own."""
     m = {}
+    texts = []
+    cut = False
     for l in lines:
-        l = marker_text(l)
-        if l is not None and "=" in l:
-            k, v = l.split("=", 1)
+        t = marker_text(l)
+        if t is not None:
+            texts.append(t)
+            cut = KMSG_TAIL.search(l[l.find("MIRAGE: "):]) is not None
+        elif cut and texts and not TIMESTAMP.match(l):
+            texts[-1] += KMSG_TAIL.sub("", l.rstrip("\r"))
+            cut = KMSG_TAIL.search(l) is not None
+        else:
+            cut = False
+    for t in texts:
+        if "=" in t:
+            k, v = t.split("=", 1)
             m[k.strip()] = v.strip()
     return m
 
@@ -467,7 +482,7 @@ def markers(lines):
 def judge(sc, text):
     lines = strip(text)
     res = []
-    mk = markers(lines)
+    mk = markers(text.splitlines())
 
     def expect(name, ok, detail=""):
         res.append(Result(f"{sc.name}: {name}", "pass" if ok else "fail", "" if ok else detail))

@@ -128,6 +128,20 @@ class MarkerTest(unittest.TestCase):
         self.assertEqual(m["dma-error bound"], "0")
         self.assertEqual(m["control 4 (inject-dma-error) reply"], "ok")
 
+    def test_a_marker_split_by_a_kernel_message_is_joined(self):
+        m = runner.markers([
+            "MIRAGE: control 5 (clear-dma-errors) reply=ok",
+            "MIRAGE: recovere[  140.269251] [drm] Initialized mirage 0.1.0 for 0000:00:01.0",
+            "d bind rc=0[  140.269445] mirage 0000:00:01.0: self-tests passed",
+            "MIRAGE: recovered bound=1",
+            "[  141.000000] random: crng init done",
+            "MIRAGE: final rmmod rc=0",
+        ])
+        self.assertEqual(m["recovered bind rc"], "0")
+        self.assertEqual(m["recovered bound"], "1")
+        self.assertEqual(m["final rmmod rc"], "0")
+        self.assertNotIn("recovere", m)
+
 
 class ControlTest(unittest.TestCase):
     def test_each_request_is_answered_once_even_when_read_in_pieces(self):
