@@ -253,33 +253,71 @@ pub fn permit(t: &Translation, access: Access, mair: u64, target: Target) -> Res
 /// [`Tlb::invalidate_all`] and [`Tlb::invalidate_range`] removes an entry
 /// early; when full, the oldest entry makes room.
 pub struct Tlb {
-    capacity: usize,
-    map: HashMap<(u32, u64), Translation>,
-    order: VecDeque<(u32, u64)>,
+    entries: Fifo<(u32, u64), Translation>,
 }
 
 impl Tlb {
     pub fn new(capacity: usize) -> Self {
         Tlb {
-            capacity: capacity.max(1),
-            map: HashMap::new(),
-            order: VecDeque::new(),
+            entries: Fifo::new(capacity),
         }
     }
 
     pub fn lookup(&self, va: u64) -> Option<Translation> {
         [12u32, 21, 30]
             .iter()
-            .find_map(|&s| self.map.get(&(s, va >> s)).copied())
+            .find_map(|&s| self.entries.get(&(s, va >> s)).copied())
     }
 
     pub fn insert(&mut self, t: Translation) {
-        let key = (
-            t.size.trailing_zeros(),
-            t.va_base >> t.size.trailing_zeros(),
-        );
-        if self.map.insert(key, t).is_none() {
-            self.order.push_back(key);
+        let shift = t.size.trailing_zeros();
+        self.entries.insert((shift, t.va_base >> shift), t);
+    }
+
+    pub fn invalidate_all(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Drops every entry overlapping `[start, start + len)`.
+    pub fn invalidate_range(&mut self, start: u64, len: u64) {
+        let end = start.saturating_add(len);
+        self.entries
+            .retain(|_, t| t.va_base + t.size <= start || t.va_base >= end);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == 0
+    }
+}
+
+/// A map of at most `capacity` entries; when it is full, the oldest entry
+/// makes room. What the TLB and the walk cache are made of.
+struct Fifo<K, V> {
+    capacity: usize,
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+}
+
+impl<K: Copy + Eq + std::hash::Hash, V> Fifo<K, V> {
+    fn new(capacity: usize) -> Self {
+        Fifo {
+            capacity: capacity.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k, v).is_none() {
+            self.order.push_back(k);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.map.remove(&old);
@@ -288,26 +326,19 @@ impl Tlb {
         }
     }
 
-    pub fn invalidate_all(&mut self) {
+    fn clear(&mut self) {
         self.map.clear();
         self.order.clear();
     }
 
-    /// Drops every entry overlapping `[start, start + len)`.
-    pub fn invalidate_range(&mut self, start: u64, len: u64) {
-        let end = start.saturating_add(len);
-        self.map
-            .retain(|_, t| t.va_base + t.size <= start || t.va_base >= end);
+    fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        self.map.retain(|k, v| keep(k, v));
         let map = &self.map;
         self.order.retain(|k| map.contains_key(k));
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
@@ -319,18 +350,14 @@ impl Tlb {
 /// [`WalkCache::invalidate_all`] drops it; when full, the oldest entry
 /// makes room.
 pub struct WalkCache {
-    capacity: usize,
     /// By (level of the table, the VA bits above the span it translates).
-    map: HashMap<(u8, u64), TableEntry>,
-    order: VecDeque<(u8, u64)>,
+    entries: Fifo<(u8, u64), TableEntry>,
 }
 
 impl WalkCache {
     pub fn new(capacity: usize) -> Self {
         WalkCache {
-            capacity: capacity.max(1),
-            map: HashMap::new(),
-            order: VecDeque::new(),
+            entries: Fifo::new(capacity),
         }
     }
 
@@ -342,7 +369,7 @@ impl WalkCache {
     /// The deepest cached table on the way to `va`, with its level.
     pub fn lookup(&self, va: u64) -> Option<(u8, TableEntry)> {
         (1u8..4).rev().find_map(|l| {
-            self.map
+            self.entries
                 .get(&(l, va >> Self::span_shift(l)))
                 .map(|e| (l, *e))
         })
@@ -350,40 +377,30 @@ impl WalkCache {
 
     /// Records that the level-`level` table for `va` is `e`.
     pub fn insert(&mut self, level: u8, va: u64, e: TableEntry) {
-        let key = (level, va >> Self::span_shift(level));
-        if self.map.insert(key, e).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
+        self.entries
+            .insert((level, va >> Self::span_shift(level)), e);
     }
 
     pub fn invalidate_all(&mut self) {
-        self.map.clear();
-        self.order.clear();
+        self.entries.clear();
     }
 
     /// Drops every table whose span overlaps `[start, start + len)`.
     pub fn invalidate_range(&mut self, start: u64, len: u64) {
         let end = start.saturating_add(len);
-        self.map.retain(|&(l, idx), _| {
+        self.entries.retain(|&(l, idx), _| {
             let shift = Self::span_shift(l);
             let base = idx << shift;
             base.saturating_add(1 << shift) <= start || base >= end
         });
-        let map = &self.map;
-        self.order.retain(|k| map.contains_key(k));
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.len() == 0
     }
 }
 

@@ -71,16 +71,18 @@ impl Model {
 
     fn map(&mut self, m: Mapping) -> Result {
         self.unmap(m.va, m.va + m.len)?;
-        let at = self
-            .0
-            .iter()
-            .position(|x| x.va > m.va)
-            .unwrap_or(self.0.len());
-        self.0.insert_within_capacity(at, m).or_else(|_| {
-            self.0.reserve(1, GFP_KERNEL)?;
-            self.0.insert_within_capacity(at, m).map_err(|_| ENOMEM)
-        })
+        insert_sorted(&mut self.0, m, |x| x.va)
     }
+}
+
+/// Inserts `item` into `v`, sorted by `key`, after the entries with an equal key.
+pub(crate) fn insert_sorted<T: Copy>(v: &mut KVec<T>, item: T, key: impl Fn(&T) -> u64) -> Result {
+    let at = v
+        .iter()
+        .position(|x| key(x) > key(&item))
+        .unwrap_or(v.len());
+    v.reserve(1, GFP_KERNEL)?;
+    v.insert_within_capacity(at, item).map_err(|_| ENOMEM)
 }
 
 /// Deterministic xorshift, so that a failure reproduces.

@@ -29,7 +29,7 @@ use kernel::{
 use super::{Backend, BindOp, VmCore};
 use crate::mmu::{
     pool::PoolStats,
-    tests::{check, Mapping, Model, Rng},
+    tests::{check, insert_sorted, Mapping, Model, Rng},
     walker::{count_leaves, SZ_1G, SZ_2M, SZ_4K},
 };
 
@@ -167,15 +167,7 @@ impl VaModel {
 
     fn map(&mut self, va: Va) -> Result {
         self.unmap(va.start, va.end)?;
-        let at = self
-            .0
-            .iter()
-            .position(|x| x.start > va.start)
-            .unwrap_or(self.0.len());
-        self.0.insert_within_capacity(at, va).or_else(|_| {
-            self.0.reserve(1, GFP_KERNEL)?;
-            self.0.insert_within_capacity(at, va).map_err(|_| ENOMEM)
-        })
+        insert_sorted(&mut self.0, va, |x| x.start)
     }
 
     fn unmap_all(&mut self, bo: usize) {
