@@ -204,13 +204,18 @@ fn random_op(rng: &mut Rng) -> Op {
     } else {
         pa_base + rng.below(1 << 20) * SZ_4K
     };
-    let prot = [
+    let prot = random_prot(rng);
+    Op::Map(Mapping { va, len, pa, prot })
+}
+
+/// One of the protections the driver maps with.
+pub(crate) fn random_prot(rng: &mut Rng) -> u32 {
+    [
         prot::READ | prot::WRITE | prot::CACHE,
         prot::READ | prot::CACHE,
         prot::READ | prot::WRITE | prot::NOEXEC,
         prot::READ | prot::WRITE,
-    ][rng.below(4) as usize];
-    Op::Map(Mapping { va, len, pa, prot })
+    ][rng.below(4) as usize]
 }
 
 #[kunit_tests(mirage_pgtable)]

@@ -29,7 +29,7 @@ use kernel::{
 use super::{Backend, BindOp, VmCore};
 use crate::mmu::{
     pool::PoolStats,
-    tests::{check, insert_sorted, Mapping, Model, Rng},
+    tests::{check, insert_sorted, random_prot, Mapping, Model, Rng},
     walker::{count_leaves, SZ_1G, SZ_2M, SZ_4K},
 };
 
@@ -334,12 +334,7 @@ fn random_op(
                 }
             };
             let len = len.min(sizes[bo] - offset).min(BASE + WINDOW - start);
-            let prot = [
-                prot::READ | prot::WRITE | prot::CACHE,
-                prot::READ | prot::CACHE,
-                prot::READ | prot::WRITE | prot::NOEXEC,
-                prot::READ | prot::WRITE,
-            ][rng.below(4) as usize];
+            let prot = random_prot(rng);
             next.map(Va {
                 start,
                 end: start + len,
