@@ -185,17 +185,8 @@ impl<'d> Ctx<'d> {
 
     /// Runs `cb` and returns its fence's error (0 if it ended well).
     pub(crate) fn run(&self, cb: &CmdBuf) -> Result<i32, String> {
-        let m = self.cmd.mmap().map_err(e2s)?;
-        m.write(0, &cb.to_bytes()).map_err(e2s)?;
         let out = self.d.syncobj_create(0).map_err(e2s)?;
-        self.d
-            .exec(
-                self.queue,
-                CMD_VA,
-                cb.len_bytes(),
-                &[DrmMirageSync::signal(out)],
-            )
-            .map_err(e2s)?;
+        self.submit(cb, &[DrmMirageSync::signal(out)])?;
         self.d
             .syncobj_wait(out, 0, deadline_in(20_000))
             .map_err(|e| format!("job did not end: {e}"))?;
@@ -725,19 +716,8 @@ pub fn exec_ordered_through_an_external_bo(d: &Device) -> TestResult {
         .copy(0x2000_0010, 0x2000_0008, 4)
         .store32(0x2000_000c, 0xbbbb)
         .end();
-    b.cmd
-        .mmap()
-        .map_err(e2s)?
-        .write(0, &second.to_bytes())
-        .map_err(e2s)?;
     let done = d.syncobj_create(0).map_err(e2s)?;
-    d.exec(
-        b.queue,
-        CMD_VA,
-        second.len_bytes(),
-        &[DrmMirageSync::signal(done)],
-    )
-    .map_err(e2s)?;
+    b.submit(&second, &[DrmMirageSync::signal(done)])?;
     std::thread::sleep(std::time::Duration::from_millis(100));
     let m = shared.mmap().map_err(e2s)?;
     check!(
