@@ -146,6 +146,13 @@ impl DmaResvGuard<'_> {
         Ok(())
     }
 
+    /// Calls `f` on every fence of `usage` (or a stricter usage) in the object: what work of
+    /// that usage on the buffer must wait for. May allocate.
+    pub fn for_each_fence(&self, usage: Usage, mut f: impl FnMut(&Fence) -> Result) -> Result {
+        // SAFETY: The guard holds the lock (type invariant).
+        unsafe { for_each_fence_locked(self.resv.as_raw(), usage, &mut f) }
+    }
+
     /// The locked object.
     pub fn resv(&self) -> &DmaResv {
         self.resv
@@ -157,6 +164,39 @@ impl Drop for DmaResvGuard<'_> {
         // SAFETY: The guard holds the lock (type invariant).
         unsafe { bindings::dma_resv_unlock(self.resv.as_raw()) };
     }
+}
+
+/// Calls `f` on every fence of `usage` (or a stricter usage) in `resv`, until it fails.
+///
+/// # Safety
+///
+/// `resv` is a live reservation object whose lock the caller holds.
+pub(crate) unsafe fn for_each_fence_locked(
+    resv: *mut bindings::dma_resv,
+    usage: Usage,
+    f: &mut dyn FnMut(&Fence) -> Result,
+) -> Result {
+    let mut count: u32 = 0;
+    let mut fences: *mut *mut bindings::dma_fence = ptr::null_mut();
+    // SAFETY: The caller holds `resv`'s lock; on success the C function returns an allocated
+    // array of `count` fences, each with a reference.
+    to_result(unsafe {
+        bindings::dma_resv_get_fences(resv, usage as u32, &mut count, &mut fences)
+    })?;
+    let mut res = Ok(());
+    for i in 0..count as usize {
+        // SAFETY: `i < count`: the entry is a fence with a reference we own.
+        let fence = unsafe { *fences.add(i) };
+        if res.is_ok() {
+            // SAFETY: `fence` is alive: we hold a reference to it.
+            res = f(unsafe { Fence::from_raw(fence) });
+        }
+        // SAFETY: We give back the reference `dma_resv_get_fences` took.
+        unsafe { bindings::dma_fence_put(fence) };
+    }
+    // SAFETY: The array was allocated by `dma_resv_get_fences` (kmalloc); NULL is fine.
+    unsafe { bindings::kfree(fences.cast()) };
+    res
 }
 
 /// A reservation object that is not embedded in anything else (most live in a GEM object).

@@ -277,27 +277,8 @@ impl Exec {
             return Err(EINVAL);
         }
         for slots in self.slots.iter() {
-            let mut count: u32 = 0;
-            let mut fences: *mut *mut bindings::dma_fence = core::ptr::null_mut();
-            // SAFETY: The transaction holds `slots.resv`'s lock (type invariant); on success the
-            // C function returns an allocated array of `count` fences, each with a reference.
-            to_result(unsafe {
-                bindings::dma_resv_get_fences(slots.resv, usage as u32, &mut count, &mut fences)
-            })?;
-            let mut res = Ok(());
-            for i in 0..count as usize {
-                // SAFETY: `i < count`: the entry is a fence with a reference we own.
-                let fence = unsafe { *fences.add(i) };
-                if res.is_ok() {
-                    // SAFETY: `fence` is alive: we hold a reference to it.
-                    res = f(unsafe { Fence::from_raw(fence) });
-                }
-                // SAFETY: We give back the reference `dma_resv_get_fences` took.
-                unsafe { bindings::dma_fence_put(fence) };
-            }
-            // SAFETY: The array was allocated by `dma_resv_get_fences` (kmalloc); NULL is fine.
-            unsafe { bindings::kfree(fences.cast()) };
-            res?;
+            // SAFETY: The transaction holds `slots.resv`'s lock (type invariant).
+            unsafe { crate::dma_buf::resv::for_each_fence_locked(slots.resv, usage, &mut f) }?;
         }
         Ok(())
     }

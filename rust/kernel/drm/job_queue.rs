@@ -27,7 +27,8 @@
 //! sees one fence of the queue signalled may rely on the earlier ones having signalled.
 //!
 //! A job whose dependency failed does not run: its fence gets the dependency's error, as with
-//! `drm_sched`. A job whose `run` fails gets `run`'s error.
+//! `drm_sched`, unless the queue says otherwise ([`JobQueueOps::RUN_AFTER_FAILED_DEPENDENCY`]).
+//! A job whose `run` fails gets `run`'s error.
 //!
 //! If the job at the head of the device makes no progress for the queue's timeout,
 //! [`JobQueueOps::timed_out`] decides: let it run on, or kill it (the driver has stopped it on
@@ -76,6 +77,14 @@ pub trait JobQueueOps: Send + Sync + Sized + 'static {
     /// [`SignallingSection`]: it must not allocate memory except from what `prepare` reserved,
     /// nor wait for anything that may wait for memory.
     fn run(&self, job: &mut Self::Job) -> Result<ARef<Fence>>;
+
+    /// Whether a job whose dependency signalled an error still runs.
+    ///
+    /// By default it does not, and its fence gets the dependency's error. A queue whose jobs
+    /// must run once committed, because others already rely on their effects (the page-table
+    /// updates of asynchronous binds, say), sets it: the job then runs as if the dependency had
+    /// succeeded.
+    const RUN_AFTER_FAILED_DEPENDENCY: bool = false;
 
     /// Called when the job at the head of the device has made no progress for the queue's
     /// timeout, in the same context as [`JobQueueOps::run`].

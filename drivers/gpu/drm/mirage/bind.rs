@@ -4,7 +4,6 @@
 
 use kernel::{
     device::Bound,
-    dma_buf::fence::Fence,
     drm::{gem::BaseObject, Registered},
     pci,
     prelude::*,
@@ -162,11 +161,8 @@ pub(crate) fn vm_bind(
         checked.push(check_op(&op.0)?, GFP_KERNEL)?;
     }
 
-    let vm = file.inner().vm(args.vm_id)?;
-    // Binds are synchronous: only the VM's default queue exists.
-    if args.exec_queue_id != 0 {
-        return Err(ENOENT);
-    }
+    let queue = file.inner().bind_queue(args.vm_id, args.exec_queue_id)?;
+    let vm = queue.vm();
     let pdev: &pci::Device<Bound> = dev.as_ref();
     let mut ops = KVec::with_capacity(checked.len(), GFP_KERNEL)?;
     for c in checked.into_iter() {
@@ -208,10 +204,8 @@ pub(crate) fn vm_bind(
         ops.push(op, GFP_KERNEL)?;
     }
     let syncs = Syncs::parse(file, args.syncs, args.num_syncs)?;
-    // Before the VM lock: an interrupted wait leaves the VM as it was.
-    syncs.wait()?;
-    vm.bind(&ops)?;
-    // The bind is done: its out-fence has signalled already.
-    syncs.signal(&Fence::signalled());
+    // Without syncs the bind is synchronous (drm-vm-bind-async.rst).
+    let fence = queue.bind(ops, syncs.wait_fences(), args.num_syncs == 0)?;
+    syncs.signal(&fence);
     Ok(0)
 }

@@ -179,13 +179,14 @@ impl Drop for ExecQueue {
     }
 }
 
-/// Checks `DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE`'s arguments; returns the VM id.
+/// Checks `DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE`'s arguments.
 pub(crate) fn check_create(args: &uapi::drm_mirage_exec_queue_create) -> Result {
     if args.extensions != 0 || args.flags != 0 || args.pad != 0 || args.reserved != [0; 2] {
         return Err(EINVAL);
     }
-    // Bind queues come with asynchronous binds.
-    if args.engine_class != uapi::drm_mirage_engine_class_DRM_MIRAGE_ENGINE_CLASS_COMPUTE {
+    if args.engine_class != uapi::drm_mirage_engine_class_DRM_MIRAGE_ENGINE_CLASS_COMPUTE
+        && args.engine_class != uapi::drm_mirage_engine_class_DRM_MIRAGE_ENGINE_CLASS_VM_BIND
+    {
         return Err(EINVAL);
     }
     match args.priority {

@@ -18,7 +18,8 @@ use crate::{
     driver::{MirageDevice, MirageDriver, MirageRegData},
     exec::{self, ExecQueue},
     gem,
-    vm::Vm,
+    gpu::Gpu,
+    vm::{queue::BindQueue, Vm},
 };
 
 /// Most VMs one file may have.
@@ -35,10 +36,12 @@ fn free_id<V>(tree: &RBTree<u32, V>, next: &mut u32) -> u32 {
     id
 }
 
-/// A VM of a file, with its debugfs file.
+/// A VM of a file, with its debugfs file and its default bind queue.
 struct VmEntry {
     // Removed first: a read in progress holds the VM.
     _debugfs: Pin<KBox<debugfs::File<VmDebug>>>,
+    /// Dropped before the VM: its binds that did not execute are cancelled.
+    binds: Arc<BindQueue<Gpu>>,
     vm: Arc<Vm>,
 }
 
@@ -70,9 +73,16 @@ struct Vms {
     next_id: u32,
 }
 
+/// An exec queue of a file, by class.
+#[derive(Clone)]
+enum Queue {
+    Exec(Arc<ExecQueue>),
+    Bind(Arc<BindQueue<Gpu>>),
+}
+
 /// The exec queues of a file, by id.
 struct Queues {
-    by_id: RBTree<u32, Arc<ExecQueue>>,
+    by_id: RBTree<u32, Queue>,
     next_id: u32,
 }
 
@@ -122,9 +132,32 @@ impl MirageFile {
             .ok_or(ENOENT)
     }
 
-    /// The exec queue `id` of this file.
+    /// The exec queue `id` of this file, of class COMPUTE.
     pub(crate) fn exec_queue(&self, id: u32) -> Result<Arc<ExecQueue>> {
-        self.queues.lock().by_id.get(&id).cloned().ok_or(ENOENT)
+        match self.queues.lock().by_id.get(&id).ok_or(ENOENT)? {
+            Queue::Exec(q) => Ok(q.clone()),
+            Queue::Bind(_) => Err(EINVAL),
+        }
+    }
+
+    /// The bind queue `queue_id` of VM `vm_id` of this file, or the VM's default one if
+    /// `queue_id` is 0.
+    pub(crate) fn bind_queue(&self, vm_id: u32, queue_id: u32) -> Result<Arc<BindQueue<Gpu>>> {
+        let default = self
+            .vms
+            .lock()
+            .by_id
+            .get(&vm_id)
+            .map(|e| e.binds.clone())
+            .ok_or(ENOENT)?;
+        if queue_id == 0 {
+            return Ok(default);
+        }
+        match self.queues.lock().by_id.get(&queue_id).ok_or(ENOENT)? {
+            Queue::Bind(q) if q.vm().serial() == default.vm().serial() => Ok(q.clone()),
+            // A queue of another class, or of another VM.
+            _ => Err(EINVAL),
+        }
     }
 
     /// `DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE`.
@@ -136,7 +169,15 @@ impl MirageFile {
     ) -> Result<u32> {
         exec::check_create(args)?;
         let vm = file.inner().vm(args.vm_id)?;
-        let queue = Arc::new(ExecQueue::new(&dev.gpu, vm, dev.job_timeout)?, GFP_KERNEL)?;
+        let queue =
+            if args.engine_class == uapi::drm_mirage_engine_class_DRM_MIRAGE_ENGINE_CLASS_VM_BIND {
+                Queue::Bind(Arc::new(BindQueue::new(vm)?, GFP_KERNEL)?)
+            } else {
+                Queue::Exec(Arc::new(
+                    ExecQueue::new(&dev.gpu, vm, dev.job_timeout)?,
+                    GFP_KERNEL,
+                )?)
+            };
         let node = kernel::rbtree::RBTreeNodeReservation::new(GFP_KERNEL)?;
         let inner = file.inner();
         let mut queues = inner.queues.lock();
@@ -165,7 +206,8 @@ impl MirageFile {
             let mut queues = inner.queues.lock();
             queues.by_id.remove(&args.exec_queue_id).ok_or(ENOENT)?
         };
-        // Outside the lock: the last reference waits for the queue's job on the device.
+        // Outside the lock: the last reference waits for the queue's job on the device, or
+        // cancels its binds.
         drop(queue);
         Ok(0)
     }
@@ -227,6 +269,7 @@ impl MirageFile {
             dev.info.va_bits,
             dev.info.pgsize_bitmap.into(),
         )?;
+        let binds = Arc::new(BindQueue::new(vm.clone())?, GFP_KERNEL)?;
         let name = CString::try_from_fmt(fmt!("vm-{}", vm.serial()))?;
         // Allocated before the lock: nothing is allocated under it.
         let node = kernel::rbtree::RBTreeNodeReservation::new(GFP_KERNEL)?;
@@ -248,6 +291,7 @@ impl MirageFile {
             id,
             VmEntry {
                 _debugfs: debugfs,
+                binds,
                 vm,
             },
         ));

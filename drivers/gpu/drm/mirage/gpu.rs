@@ -113,6 +113,9 @@ pub(crate) struct Gpu {
     /// `alloc_in_signalling` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): how many of the next binds
     /// allocate inside their signalling section, a violation lockdep must report.
     alloc_in_signalling: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
+    /// `fail_next_bind_run` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): how many of the next binds
+    /// fail when they execute, after their ioctl returned, to test the error contract.
+    fail_bind_run: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
     /// Rings and completion records, `QUEUE_MEM` bytes per device queue.
     mem: Coherent<[u64]>,
     #[pin]
@@ -134,19 +137,23 @@ impl Gpu {
             debugfs.read_write_file(c"fail_next_reserve", Atomic::new(0u32)),
             GFP_KERNEL,
         )?;
-        let alloc_in_signalling = if cfg!(CONFIG_DRM_MIRAGE_TEST_HOOKS) {
-            Some(KBox::pin_init(
-                debugfs.read_write_file(c"alloc_in_signalling", Atomic::new(0u32)),
+        let hook = |name: &'static CStr| -> Result<_> {
+            if !cfg!(CONFIG_DRM_MIRAGE_TEST_HOOKS) {
+                return Ok(None);
+            }
+            Ok(Some(KBox::pin_init(
+                debugfs.read_write_file(name, Atomic::new(0u32)),
                 GFP_KERNEL,
-            )?)
-        } else {
-            None
+            )?))
         };
+        let alloc_in_signalling = hook(c"alloc_in_signalling")?;
+        let fail_bind_run = hook(c"fail_next_bind_run")?;
         Ok(try_pin_init!(Self {
             bar,
             debugfs,
             fail_reserve,
             alloc_in_signalling,
+            fail_bind_run,
             mem,
             sched <- new_mutex!(Sched {
                 pending: KVec::new(),
@@ -180,6 +187,11 @@ impl Gpu {
     /// (`alloc_in_signalling`).
     pub(crate) fn inject_alloc_in_signalling(&self) -> bool {
         self.alloc_in_signalling.as_ref().is_some_and(take_one)
+    }
+
+    /// Whether the bind about to execute must fail (`fail_next_bind_run`).
+    pub(crate) fn inject_bind_run_failure(&self) -> bool {
+        self.fail_bind_run.as_ref().is_some_and(take_one)
     }
 
     /// The BAR, while the device is bound; for probe and unbind.

@@ -10,7 +10,6 @@ use kernel::{
     drm::syncobj::{ChainNode, Syncobj},
     prelude::*,
     sync::aref::ARef,
-    time::Delta,
     transmute::FromBytes,
     uaccess::{UserPtr, UserSlice},
     uapi,
@@ -97,15 +96,6 @@ impl Syncs {
     /// The fences of the wait entries, for a job to depend on.
     pub(crate) fn wait_fences(&self) -> &[ARef<Fence>] {
         &self.waits
-    }
-
-    /// Waits, interruptibly, for every wait entry.
-    pub(crate) fn wait(&self) -> Result {
-        for fence in self.waits.iter() {
-            // As long as it takes: userspace asked for it, and a signal interrupts it.
-            fence.wait(true, Delta::from_secs(i64::from(u32::MAX)))?;
-        }
-        Ok(())
     }
 
     /// Gives `fence` to every signal entry. Neither fails nor allocates.

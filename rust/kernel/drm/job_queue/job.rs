@@ -178,10 +178,12 @@ impl<D: JobQueueOps> Job<D> {
     }
 
     /// Runs the job through `ops`, unless a dependency failed: then the job is skipped and its
-    /// fence gets the dependency's error, as `drm_sched` does. Call once, in process context.
+    /// fence gets the dependency's error, as `drm_sched` does (unless
+    /// [`JobQueueOps::RUN_AFTER_FAILED_DEPENDENCY`]). Call once, in process context.
     pub(super) fn start(self: Pin<&mut Self>, ops: &D, queue: &Arc<Inner<D>>) {
         let this = self.project();
         let failed = this.deps.iter().find_map(|dep| match dep {
+            Dependency::Armed(_) if D::RUN_AFTER_FAILED_DEPENDENCY => None,
             Dependency::Armed(registration) => registration.fence().status()?.err(),
             Dependency::Prepared(..) | Dependency::Gone => None,
         });

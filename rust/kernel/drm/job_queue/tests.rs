@@ -265,6 +265,49 @@ mod kunit {
         Ok(())
     }
 
+    /// The pretend device, for jobs that run even after a dependency failed.
+    struct RunsAnyway(Device);
+
+    impl JobQueueOps for RunsAnyway {
+        type FenceOps = TestFences;
+        type Job = TestJob;
+        const RUN_AFTER_FAILED_DEPENDENCY: bool = true;
+
+        fn run(&self, job: &mut TestJob) -> Result<ARef<Fence>> {
+            self.0.run(job)
+        }
+
+        fn timed_out(&self, job: &TestJob) -> TimeoutAction {
+            self.0.timed_out(job)
+        }
+    }
+
+    #[test]
+    fn a_queue_may_run_jobs_whose_dependency_failed() -> Result {
+        let deps = Timeline::new(c"deps");
+        let hw = Timeline::new(c"hw");
+        let device = Device {
+            order: Atomic::new(0),
+            outside_section: Atomic::new(0),
+            timeouts: Atomic::new(0),
+            timed_out_id: Atomic::new(0),
+            on_timeout: TimeoutAction::Continue,
+        };
+        let q = JobQueue::new(c"rust_drm_job_queue_test", RunsAnyway(device), 1, LONG)?;
+        let (dep, dep_fence) = deps.publish(deps.prepare((), GFP_KERNEL)?);
+        let (hw1, hw1_fence) = hw.publish(hw.prepare((), GFP_KERNEL)?);
+        let out = q.commit(q.prepare(TestJob::new(1, &hw1_fence), 1, &[dep_fence])?);
+        dep.signal(Err(EIO));
+        q.flush();
+        // It ran, and its fence has its own result, not the dependency's.
+        assert_eq!(q.ops().0.order.load(Relaxed), 0x1);
+        hw1.signal(Ok(()));
+        q.flush();
+        assert_eq!(out.status(), Some(Ok(())));
+        assert_eq!(q.ops().0.outside_section.load(Relaxed), 0);
+        Ok(())
+    }
+
     #[test]
     fn a_killed_job_ends_with_etime() -> Result {
         let hw = Timeline::new(c"hw");

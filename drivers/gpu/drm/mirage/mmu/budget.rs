@@ -17,31 +17,66 @@
 //!
 //! [`PtPool::reserve`]: super::pool::PtPool::reserve
 
-use kernel::{prelude::*, rbtree::RBTree};
+use kernel::{
+    prelude::*,
+    rbtree::{RBTree, RBTreeNode},
+};
 
 use super::{
     pgtable::PtRead,
     walker::{level_shift, size_level, Entry, PtOps},
 };
 
-/// A dry run of page-table updates over a page table.
+/// Entries of levels 0 to 2 that dry runs changed, by `(level, va >> level_shift(level))`:
+/// the page table as the updates run over it so far will leave it, where it differs.
+///
+/// A VM keeps one across its queued binds: each bind's dry run starts where the binds
+/// submitted before it end, however far the real page table is behind. A table a dry run
+/// created holds only what the overlay says.
+pub(crate) struct Overlay(RBTree<(usize, u64), Entry>);
+
+impl Overlay {
+    pub(crate) fn new() -> Self {
+        Self(RBTree::new())
+    }
+
+    /// Forgets every change: for when the page table has caught up with every update.
+    pub(crate) fn clear(&mut self) {
+        self.0 = RBTree::new();
+    }
+}
+
+type Node = RBTreeNode<(usize, u64), Entry>;
+
+/// How to undo one change of the overlay, without allocating.
+enum Undo {
+    /// The key was inserted, over what the node held.
+    Inserted((usize, u64), Option<Node>),
+    /// The node was removed.
+    Removed(Node),
+}
+
+/// A dry run of page-table updates over a page table and an [`Overlay`].
 ///
 /// It reads the page table through `pt` one walk at a time and allocates between walks: a
 /// caller that reads under the page-table lock never holds it while allocating. The caller
-/// keeps the page table from changing meanwhile (the VM lock).
+/// keeps the page table's entries that the overlay does not hide from changing meanwhile
+/// (updates change only entries their own dry runs put in the overlay).
+///
+/// Dropping a dry run undoes its changes to the overlay; [`Budget::commit`] keeps them.
 pub(crate) struct Budget<'a, R: PtRead> {
     pt: &'a R,
-    /// Entries of levels 0 to 2 the dry run changed, by `(level, va >> level_shift(level))`.
-    /// A table the dry run created holds only what the overlay says.
-    overlay: RBTree<(usize, u64), Entry>,
+    overlay: &'a mut Overlay,
+    journal: KVec<Undo>,
     created: usize,
 }
 
 impl<'a, R: PtRead> Budget<'a, R> {
-    pub(crate) fn new(pt: &'a R) -> Self {
+    pub(crate) fn new(pt: &'a R, overlay: &'a mut Overlay) -> Self {
         Self {
             pt,
-            overlay: RBTree::new(),
+            overlay,
+            journal: KVec::new(),
             created: 0,
         }
     }
@@ -51,27 +86,60 @@ impl<'a, R: PtRead> Budget<'a, R> {
         self.created
     }
 
+    /// Keeps the dry run's changes in the overlay; returns the tables it would create.
+    pub(crate) fn commit(mut self) -> usize {
+        self.journal.clear();
+        self.created
+    }
+
     /// Records that the entry at `level` for `va` becomes `entry`. Whatever the overlay held
     /// below it is gone: a new entry starts with nothing below.
     fn set(&mut self, level: usize, va: u64, entry: Entry) -> Result {
         if level >= 3 {
             return Ok(());
         }
+        let tree = &mut self.overlay.0;
         let idx = va >> level_shift(level);
         for below in level + 1..3 {
             let bits = 9 * (below - level) as u32;
             let (lo, hi) = (idx << bits, (idx + 1) << bits);
             loop {
-                let key = match self.overlay.cursor_lower_bound(&(below, lo)) {
+                let key = match tree.cursor_lower_bound(&(below, lo)) {
                     Some(c) if *c.current().0 < (below, hi) => *c.current().0,
                     _ => break,
                 };
-                self.overlay.remove(&key);
+                self.journal.reserve(1, GFP_KERNEL)?;
+                if let Some(node) = tree.remove_node(&key) {
+                    // Cannot fail: room was made above.
+                    let _ = self.journal.push_within_capacity(Undo::Removed(node));
+                }
             }
         }
-        self.overlay
-            .try_create_and_insert((level, idx), entry, GFP_KERNEL)?;
+        self.journal.reserve(1, GFP_KERNEL)?;
+        let old = tree.try_create_and_insert((level, idx), entry, GFP_KERNEL)?;
+        let _ = self
+            .journal
+            .push_within_capacity(Undo::Inserted((level, idx), old));
         Ok(())
+    }
+}
+
+impl<R: PtRead> Drop for Budget<'_, R> {
+    fn drop(&mut self) {
+        let tree = &mut self.overlay.0;
+        while let Some(undo) = self.journal.pop() {
+            match undo {
+                Undo::Inserted(key, old) => {
+                    tree.remove(&key);
+                    if let Some(node) = old {
+                        tree.insert(node);
+                    }
+                }
+                Undo::Removed(node) => {
+                    tree.insert(node);
+                }
+            }
+        }
     }
 }
 
@@ -80,7 +148,7 @@ impl<R: PtRead> PtOps for Budget<'_, R> {
         let mut real = None;
         for l in 0..=level {
             let here = if l < 3 {
-                self.overlay.get(&(l, va >> level_shift(l))).copied()
+                self.overlay.0.get(&(l, va >> level_shift(l))).copied()
             } else {
                 None
             };
@@ -143,7 +211,7 @@ impl<R: PtRead> Budget<'_, R> {
     /// The entry at `level` below a table the dry run created at `from - 1`.
     fn fresh_entry(&self, from: usize, level: usize, va: u64) -> Entry {
         for l in from..=level.min(2) {
-            match self.overlay.get(&(l, va >> level_shift(l))).copied() {
+            match self.overlay.0.get(&(l, va >> level_shift(l))).copied() {
                 Some(e) if l == level => return e,
                 Some(Entry::Table) => {}
                 _ => return Entry::Empty,

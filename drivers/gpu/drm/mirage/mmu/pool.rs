@@ -42,8 +42,10 @@ pub(crate) struct PoolStats {
     pub(crate) live: u64,
     /// Allocations refused because the reservation was used up (a driver bug).
     pub(crate) exhausted: u64,
-    /// Reserved tables left over after an update (the budget was too large).
+    /// Reserved tables left over once every update ran (the budget was too large).
     pub(crate) unused: u64,
+    /// Reserved tables given back because the updates they were for were cancelled.
+    pub(crate) cancelled: u64,
 }
 
 struct Inner {
@@ -81,21 +83,20 @@ impl PtPool {
         })
     }
 
-    /// Makes sure `count` tables are reserved, allocating what is missing.
+    /// Reserves `count` more tables, on top of those reserved for updates not run yet.
     ///
     /// On failure nothing was reserved beyond what already was. Callers serialize `reserve`
-    /// with updates of the page table (the VM's update lock), so that nothing moves in the pool
-    /// while it allocates outside its lock.
+    /// with each other (the VM lock). Updates may take tables meanwhile.
     pub(crate) fn reserve(&self, count: usize) -> Result {
-        let (have, owned, freed_len) = {
+        let (have, owned) = {
             let mut inner = self.inner.lock();
             if core::mem::take(&mut inner.fail_next_reserve) {
                 return Err(ENOMEM);
             }
             let owned = inner.stats.live as usize + inner.reserved.len() + inner.freed.len();
-            (inner.reserved.len(), owned, inner.freed.len())
+            (inner.reserved.len(), owned)
         };
-        let missing = count.saturating_sub(have);
+        let missing = count;
         if missing == 0 {
             return Ok(());
         }
@@ -110,8 +111,11 @@ impl PtPool {
         let mut freed = KVec::with_capacity(owned + missing, GFP_KERNEL)?;
 
         let mut inner = self.inner.lock();
-        if inner.reserved.len() != have || inner.freed.len() != freed_len {
-            // Unserialized callers: a driver bug. Nothing was reserved.
+        // Updates that ran meanwhile took tables (fewer reserved) and gave some back (more
+        // freed, fewer live): the new vectors still have room for everything.
+        let owned_now = inner.stats.live as usize + inner.reserved.len() + inner.freed.len();
+        if inner.reserved.len() > have || owned_now > owned {
+            // Unserialized reservations: a driver bug. Nothing was reserved.
             drop(inner);
             kernel::warn_on!(true);
             return Err(EBUSY);
@@ -129,13 +133,17 @@ impl PtPool {
         Ok(())
     }
 
-    /// Frees the reserved tables an update did not use, and counts them: after an update whose
-    /// budget was exact, there are none.
-    pub(crate) fn trim(&self) -> usize {
+    /// Frees the reserved tables no update is left to use, and counts them as `unused`, or as
+    /// `cancelled` if updates were: after updates whose budgets were exact, none is unused.
+    pub(crate) fn trim(&self, cancelled: bool) -> usize {
         let spare = {
             let mut inner = self.inner.lock();
             let spare = core::mem::replace(&mut inner.reserved, KVec::new());
-            inner.stats.unused += spare.len() as u64;
+            if cancelled {
+                inner.stats.cancelled += spare.len() as u64;
+            } else {
+                inner.stats.unused += spare.len() as u64;
+            }
             spare
         };
         spare.len()

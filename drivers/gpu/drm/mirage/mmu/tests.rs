@@ -10,7 +10,7 @@
 use kernel::{iommu::pgtable::prot, prelude::*, sync::Arc};
 
 use super::{
-    budget::Budget,
+    budget::{Budget, Overlay},
     pgtable::PageTable,
     pool::PtPool,
     walker::{
@@ -239,7 +239,8 @@ mod kunit {
         for step in 0..250 {
             let op = random_op(&mut rng);
             let need = {
-                let mut dry = Budget::new(&pt);
+                let mut overlay = Overlay::new();
+                let mut dry = Budget::new(&pt, &mut overlay);
                 apply(&mut dry, &op)?;
                 dry.tables()
             };
@@ -307,7 +308,8 @@ mod kunit {
         };
         for op in [Op::Map(m), Op::Unmap(BASE + 5 * SZ_4K, BASE + 9 * SZ_4K)] {
             let need = {
-                let mut dry = Budget::new(&pt);
+                let mut overlay = Overlay::new();
+                let mut dry = Budget::new(&pt, &mut overlay);
                 apply(&mut dry, &op)?;
                 dry.tables()
             };
@@ -381,7 +383,8 @@ mod kunit {
             }
             // Submission: one dry run over the page table as it is, through every op in turn.
             let need = {
-                let mut dry = Budget::new(&pt);
+                let mut overlay = Overlay::new();
+                let mut dry = Budget::new(&pt, &mut overlay);
                 for op in ops.iter() {
                     apply(&mut dry, op)?;
                 }
@@ -416,7 +419,8 @@ mod kunit {
                     reordered += 1;
                 }
                 let now = {
-                    let mut dry = Budget::new(&pt);
+                    let mut overlay = Overlay::new();
+                    let mut dry = Budget::new(&pt, &mut overlay);
                     apply(&mut dry, &ops[j])?;
                     dry.tables()
                 };
@@ -460,7 +464,7 @@ mod kunit {
         assert_eq!(pool.available(), 0);
         pool.reserve(3)?;
         assert_eq!(pool.available(), 3);
-        assert_eq!(pool.trim(), 3);
+        assert_eq!(pool.trim(false), 3);
         assert_eq!(pool.stats().unused, 3);
         Ok(())
     }

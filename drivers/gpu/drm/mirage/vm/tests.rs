@@ -12,6 +12,7 @@
 
 use kernel::{
     device,
+    dma_buf::fence::{Fence, FenceContext, FenceOps},
     drm::{
         self,
         gem::{self, shmem},
@@ -24,9 +25,10 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc,
     },
+    time::Delta,
 };
 
-use super::{Backend, BindOp, VmCore};
+use super::{queue::BindQueue, Backend, BindOp, VmCore};
 use crate::mmu::{
     pool::PoolStats,
     tests::{check, insert_sorted, random_prot, Mapping, Model, Rng},
@@ -233,6 +235,18 @@ impl Fixture {
     }
 }
 
+/// The fences the tests hold binds behind.
+struct Gates;
+
+impl FenceOps for Gates {
+    const DRIVER_NAME: &'static CStr = c"mirage-vm-kunit";
+}
+
+/// Submits `ops` to `q` as a synchronous bind.
+fn bind(q: &BindQueue<TestBackend>, ops: KVec<BindOp<TestBackend>>) -> Result {
+    q.bind(ops, &[], true).map(|_| ())
+}
+
 fn map_op(
     bos: &[ARef<TestObject>],
     vm: &TestVm,
@@ -374,6 +388,7 @@ mod kunit {
     fn random_bind_arrays_match_the_model() -> Result {
         let fx = Fixture::new(c"mirage-vm-kunit-random")?;
         let vm = fx.vm()?;
+        let q = BindQueue::new(vm.clone())?;
         let sizes = [2 * SZ_1G + SZ_2M, 8 * SZ_2M, 64 * SZ_4K];
         let mut bos = KVec::new();
         for &size in &sizes {
@@ -414,7 +429,23 @@ mod kunit {
                 }
                 _ => None,
             };
-            match (vm.bind(&ops), res) {
+            // Every leaf of the window now and then, else the 1 GiB spans of the VA model
+            // (an UNMAP_ALL may have removed anything: those steps check all).
+            let all = step % 20 == 19 || ops.iter().any(|o| matches!(o, BindOp::UnmapAll { .. }));
+            let (start, end) = if all {
+                (BASE, BASE + WINDOW)
+            } else {
+                let mut lo = u64::MAX;
+                let mut hi = 0;
+                for o in ops.iter() {
+                    if let BindOp::Map { range, .. } | BindOp::Unmap { range } = o {
+                        lo = lo.min(range.start);
+                        hi = hi.max(range.end);
+                    }
+                }
+                (lo & !(SZ_1G - 1), hi.next_multiple_of(SZ_1G))
+            };
+            match (bind(&q, ops), res) {
                 (Ok(()), None) => model = next,
                 (Err(e), Some(want)) if e == want => {
                     let after: PoolStats = vm.pool.stats();
@@ -433,22 +464,6 @@ mod kunit {
                     return Err(EINVAL);
                 }
             }
-            // Every leaf of the window now and then, else the 1 GiB spans of the VA model
-            // (an UNMAP_ALL may have removed anything: those steps check all).
-            let all = step % 20 == 19 || ops.iter().any(|o| matches!(o, BindOp::UnmapAll { .. }));
-            let (start, end) = if all {
-                (BASE, BASE + WINDOW)
-            } else {
-                let mut lo = u64::MAX;
-                let mut hi = 0;
-                for o in ops.iter() {
-                    if let BindOp::Map { range, .. } | BindOp::Unmap { range } = o {
-                        lo = lo.min(range.start);
-                        hi = hi.max(range.end);
-                    }
-                }
-                (lo & !(SZ_1G - 1), hi.next_multiple_of(SZ_1G))
-            };
             check_vm(&vm, &bos, &model, start, end)?;
             let leaves = count_leaves(&*vm.pt.lock(), 1 << 48);
             for (total, n) in blocks.iter_mut().zip(leaves) {
@@ -468,13 +483,14 @@ mod kunit {
     fn partial_unmaps_of_2m_blocks() -> Result {
         let fx = Fixture::new(c"mirage-vm-kunit-2m")?;
         let vm = fx.vm()?;
+        let q = BindQueue::new(vm.clone())?;
         let bos = [fx.bo(2 * SZ_2M, 0)?];
         let rw = prot::READ | prot::WRITE;
         let mut model = VaModel::default();
         let start = BASE + SZ_1G;
         let mut ops = KVec::new();
         ops.push(map_op(&bos, &vm, 0, 0, start, 2 * SZ_2M, rw)?, GFP_KERNEL)?;
-        vm.bind(&ops)?;
+        bind(&q, ops)?;
         model.map(Va {
             start,
             end: start + 2 * SZ_2M,
@@ -496,12 +512,111 @@ mod kunit {
             )?;
             model.unmap(start + hole, start + hole + SZ_4K)?;
         }
-        vm.bind(&ops)?;
+        bind(&q, ops)?;
         check_vm(&vm, &bos, &model, BASE, BASE + WINDOW)?;
         assert_eq!(
             count_leaves(&*vm.pt.lock(), 1 << 48),
             [0, 0, 0, 2 * 512 - 3]
         );
+        Ok(())
+    }
+
+    /// Binds queued on two queues behind gates that open in random order, some with an
+    /// error: each executes once its gate and the overlapping binds before it did, and after
+    /// each round the page table matches the model (in submission order) and the pool reserved
+    /// exactly the tables the binds took, though they ran in another order than they were
+    /// budgeted in.
+    #[test]
+    fn queued_binds_run_in_any_order_within_their_budget() -> Result {
+        let fx = Fixture::new(c"mirage-vm-kunit-queued")?;
+        let vm = fx.vm()?;
+        let queues = [BindQueue::new(vm.clone())?, BindQueue::new(vm.clone())?];
+        let sizes = [2 * SZ_1G + SZ_2M, 8 * SZ_2M, 64 * SZ_4K];
+        let mut bos = KVec::new();
+        for &size in &sizes {
+            bos.push(fx.bo(size, 0)?, GFP_KERNEL)?;
+        }
+        let gates = FenceContext::<Gates, ()>::new(c"mirage-vm-kunit-gates");
+        let mut model = VaModel::default();
+        let mut rng = Rng(0x7175_6575_6564_766d);
+        let mut later = 0;
+        for round in 0..16 {
+            let mut held = KVec::new();
+            let mut fences = KVec::new();
+            for _ in 0..8 {
+                let mut ops = KVec::new();
+                for _ in 0..1 + rng.below(3) {
+                    ops.push(
+                        random_op(&mut rng, &bos, &sizes, &vm, &mut model)?,
+                        GFP_KERNEL,
+                    )?;
+                }
+                let (gate, gate_fence) = gates.publish(gates.prepare((), GFP_KERNEL)?);
+                let q = &queues[rng.below(2) as usize];
+                fences.push(q.bind(ops, &[gate_fence], false)?, GFP_KERNEL)?;
+                held.push(gate, GFP_KERNEL)?;
+            }
+            // Nothing ran: every bind waits for its gate.
+            if fences.iter().any(|f| f.is_signaled()) {
+                pr_err!("mirage_vm: round {}: a bind ran before its gate\n", round);
+                return Err(EINVAL);
+            }
+            while !held.is_empty() {
+                let i = rng.below(held.len() as u64) as usize;
+                if i + 1 != held.len() {
+                    later += 1;
+                }
+                let gate = held.remove(i)?;
+                gate.signal(if rng.below(4) == 0 { Err(EIO) } else { Ok(()) });
+            }
+            for f in fences.iter() {
+                f.wait(false, Delta::from_secs(10))?;
+                if f.status() != Some(Ok(())) {
+                    pr_err!("mirage_vm: round {}: bind fence {:?}\n", round, f.status());
+                    return Err(EINVAL);
+                }
+            }
+            check_vm(&vm, &bos, &model, BASE, BASE + WINDOW)?;
+            if vm.pool.available() != 0 || !vm.is_usable() {
+                pr_err!(
+                    "mirage_vm: round {}: {} tables left\n",
+                    round,
+                    vm.pool.available()
+                );
+                return Err(EINVAL);
+            }
+        }
+        // Gates did open out of submission order.
+        assert!(later > 0);
+        Ok(())
+    }
+
+    /// Dropping a bind queue cancels the binds it holds: their fences signal ECANCELED, the
+    /// page table does not change, the VM becomes unusable, and the tables reserved for them
+    /// go back.
+    #[test]
+    fn dropping_a_queue_cancels_its_binds() -> Result {
+        let fx = Fixture::new(c"mirage-vm-kunit-cancel")?;
+        let vm = fx.vm()?;
+        let bos = [fx.bo(SZ_2M, 0)?];
+        let q = BindQueue::new(vm.clone())?;
+        let gates = FenceContext::<Gates, ()>::new(c"mirage-vm-kunit-gates");
+        let (gate, gate_fence) = gates.publish(gates.prepare((), GFP_KERNEL)?);
+        let mut ops = KVec::new();
+        ops.push(
+            map_op(&bos, &vm, 0, 0, BASE + SZ_1G + SZ_4K, SZ_4K, prot::READ)?,
+            GFP_KERNEL,
+        )?;
+        let fence: ARef<Fence> = q.bind(ops, &[gate_fence], false)?;
+        let reserved = vm.pool.available();
+        assert!(reserved > 0);
+        drop(q);
+        assert_eq!(fence.status(), Some(Err(ECANCELED)));
+        assert!(!vm.is_usable());
+        assert_eq!(vm.pool.available(), 0);
+        assert_eq!(vm.pool.stats().cancelled, reserved as u64);
+        assert_eq!(count_leaves(&*vm.pt.lock(), 1 << 48), [0, 0, 0, 0]);
+        gate.signal(Ok(()));
         Ok(())
     }
 }
