@@ -180,7 +180,8 @@ struct drm_mirage_gem_mmap_offset {
  *
  * A VM is a GPU virtual address space, private to the DRM file that created
  * it. Destroying a VM (or closing the file) while it has mappings or running
- * jobs is allowed: the jobs finish, then everything is torn down.
+ * jobs is allowed: the jobs finish, then everything is torn down. Binds
+ * queued on the VM's default bind queue are cancelled.
  */
 
 /**
@@ -351,15 +352,36 @@ struct drm_mirage_sync {
 /**
  * struct drm_mirage_vm_bind - argument of DRM_IOCTL_MIRAGE_VM_BIND
  *
- * Executes @num_binds ops in order, after the wait entries of @syncs have
- * signalled, then signals the signal entries. Binds are synchronous for
- * now: @exec_queue_id must be 0 and the ioctl returns when the ops are done
- * (and the GPU's TLB no longer holds what they removed).
+ * Executes @num_binds ops in order on bind queue @exec_queue_id, after the
+ * wait entries of @syncs have signalled, then signals the signal entries
+ * (Documentation/gpu/drm-vm-bind-async.rst).
+ *
+ * The VA tree changes when the ioctl runs, in submission order, so that
+ * later binds and EXECs can be submitted against it at once; the page table
+ * changes when the bind executes. Page-table memory for the ops is reserved
+ * by the ioctl. A bind executes after the binds submitted before it on the
+ * same queue, after the binds of other queues whose ranges overlap its ops',
+ * and, if it unmaps or replaces a mapping, after every job submitted to the
+ * VM before it. Binds on different queues are otherwise independent. A
+ * bind whose in-fence signalled an error still executes: the VA tree has
+ * already changed.
+ *
+ * With @num_syncs 0 the bind is synchronous: the ioctl waits (interruptibly,
+ * -EINTR leaving the VM unchanged) for the bind's implicit dependencies,
+ * then executes it and returns when it is done. Otherwise it is
+ * asynchronous: the ioctl returns once the bind is queued.
  *
  * Either every op is done or none is: all ops are checked, and all memory
  * they need is reserved, before the first one changes the VM. More than
- * DRM_MIRAGE_MAX_BIND_OPS ops fail with -ENOBUFS. An interrupted wait
- * (-EINTR) leaves the VM unchanged.
+ * DRM_MIRAGE_MAX_BIND_OPS ops fail with -ENOBUFS. Every error of the ioctl
+ * (-EINVAL, -ENOENT, -ENOMEM, -EINTR, ...) leaves the VM unchanged.
+ *
+ * A bind that fails after the ioctl returned marks the VM unusable
+ * (&enum drm_mirage_vm_state): its out-fences signal the error, and later
+ * MAPs and EXECs fail with -ENOENT while UNMAPs still work. Destroying the
+ * bind queue, the VM or the file cancels the binds that have not executed:
+ * their out-fences signal -ECANCELED, and the VM (if it lives on) is
+ * unusable.
  */
 struct drm_mirage_vm_bind {
 	/** @extensions: pointer to the first extension; must be zero. */
@@ -368,7 +390,10 @@ struct drm_mirage_vm_bind {
 	/** @vm_id: the VM. */
 	__u32 vm_id;
 
-	/** @exec_queue_id: bind queue; 0 is the VM's default one. */
+	/**
+	 * @exec_queue_id: a bind queue (class VM_BIND) of VM @vm_id; 0 is the
+	 * VM's default one. A queue of another class or VM fails with -EINVAL.
+	 */
 	__u32 exec_queue_id;
 
 	/** @pad: must be zero. */
@@ -405,7 +430,8 @@ struct drm_mirage_vm_bind {
  * enum drm_mirage_engine_class - class of an exec queue
  *
  * @DRM_MIRAGE_ENGINE_CLASS_COMPUTE: runs command buffers (EXEC).
- * @DRM_MIRAGE_ENGINE_CLASS_VM_BIND: runs binds; reserved, -EINVAL for now.
+ * @DRM_MIRAGE_ENGINE_CLASS_VM_BIND: runs binds (DRM_IOCTL_MIRAGE_VM_BIND);
+ *	EXEC on it fails with -EINVAL.
  */
 enum drm_mirage_engine_class {
 	DRM_MIRAGE_ENGINE_CLASS_COMPUTE = 0,
@@ -430,7 +456,7 @@ enum drm_mirage_exec_queue_priority {
  * DRM_IOCTL_MIRAGE_EXEC_QUEUE_CREATE
  *
  * Jobs of one exec queue run one after another, in submission order, in the
- * address space of VM @vm_id.
+ * address space of VM @vm_id. A bind queue's binds change VM @vm_id.
  */
 struct drm_mirage_exec_queue_create {
 	/** @extensions: pointer to the first extension; must be zero. */
@@ -465,7 +491,8 @@ struct drm_mirage_exec_queue_create {
  * struct drm_mirage_exec_queue_destroy - argument of
  * DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY
  *
- * Jobs already submitted still run; their fences signal.
+ * Jobs already submitted to an exec queue still run; their fences signal.
+ * Binds of a bind queue that have not executed are cancelled.
  */
 struct drm_mirage_exec_queue_destroy {
 	/** @extensions: pointer to the first extension; must be zero. */

@@ -814,8 +814,9 @@ pub fn vm_bind_syncs(d: &Device) -> TestResult {
 /// What `/sys/kernel/debug/mirage/vm-*` says about VM `vm_id` of this process.
 pub struct VmDebug {
     pub usable: bool,
-    /// reserved, used, returned, live, exhausted, unused.
-    pub pool: [u64; 6],
+    /// reserved, used, returned, live, exhausted, unused, cancelled,
+    /// available: the pool's counters, in the order debugfs prints them.
+    pub pool: [u64; 8],
     /// (start, end, BO offset) of each mapping, in address order.
     pub vas: Vec<(u64, u64, u64)>,
     /// Leaves of the page table: 1 GiB blocks, 2 MiB blocks, 4 KiB pages.
@@ -886,7 +887,7 @@ pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
             .step_by(2)
             .map(|x| x.parse().unwrap_or(u64::MAX))
             .collect();
-        let pool: [u64; 6] = nums
+        let pool: [u64; 8] = nums
             .try_into()
             .map_err(|_| format!("pool line {pool_line:?}"))?;
         let rest: Vec<&str> = lines.collect();
@@ -1050,7 +1051,7 @@ pub fn vm_bind_random_vs_model(d: &Device) -> TestResult {
             dbg.vas,
             model.vas()
         );
-        let [reserved, used, _, _, exhausted, unused] = dbg.pool;
+        let [reserved, used, _, _, exhausted, unused, _, _] = dbg.pool;
         check!(
             exhausted == 0 && unused == 0 && reserved == used,
             "step {step}: pool {:?}",
