@@ -5,7 +5,7 @@ use crate::{check, deadline_in, e2s, errno, TestResult};
 use mirage::cmd::{CmdBuf, SemCond};
 use mirage::uapi::*;
 use mirage::{Bo, Device};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const SZ_4K: u64 = 4096;
 const SZ_64K: u64 = 64 << 10;
@@ -19,28 +19,8 @@ pub(crate) const CMD_VA: u64 = 0x7f00_0000;
 pub(crate) const CMD_SIZE: u64 = SZ_64K;
 
 /// The fence of `syncobj` as a sync_file (`DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD`).
-fn export_sync_file(d: &Device, syncobj: u32) -> Result<OwnedFd, String> {
-    #[repr(C)]
-    struct Handle {
-        handle: u32,
-        flags: u32,
-        fd: i32,
-        pad: u32,
-        point: u64,
-    }
-    const HANDLE_TO_FD: u64 = 0xc018_64c1;
-    const EXPORT_SYNC_FILE: u32 = 1;
-    let mut h = Handle {
-        handle: syncobj,
-        flags: EXPORT_SYNC_FILE,
-        fd: -1,
-        pad: 0,
-        point: 0,
-    };
-    // SAFETY: `h` is the argument type of the request.
-    unsafe { mirage::ioctl(d.file(), HANDLE_TO_FD, &mut h) }.map_err(e2s)?;
-    // SAFETY: the kernel gave us this new fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(h.fd) })
+pub(crate) fn export_sync_file(d: &Device, syncobj: u32) -> Result<OwnedFd, String> {
+    d.syncobj_export_sync_file(syncobj).map_err(e2s)
 }
 
 /// `struct sync_fence_info`.
@@ -55,7 +35,7 @@ struct SyncFenceInfo {
 
 /// What `SYNC_IOC_FILE_INFO` says of a sync_file of one fence: its status
 /// (1 signalled, 0 pending, negative: the error) and the fence's driver name.
-fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
+pub(crate) fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
     #[repr(C)]
     struct Info {
         name: [u8; 32],
@@ -96,7 +76,7 @@ fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
 
 /// The error a syncobj's fence was signalled with (0 for none), through a
 /// sync_file.
-fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
+pub(crate) fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
     let fd = export_sync_file(d, syncobj)?;
     let (status, _) = sync_file_info(&fd)?;
     Ok(if status == 1 { 0 } else { status })
