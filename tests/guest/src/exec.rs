@@ -479,14 +479,6 @@ pub fn exec_rejects_bad_input(d: &Device) -> TestResult {
     };
     for (what, a, want) in [
         (
-            "bind class (not yet)",
-            DrmMirageExecQueueCreate {
-                engine_class: DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
-                ..base
-            },
-            libc::EINVAL,
-        ),
-        (
             "unknown class",
             DrmMirageExecQueueCreate {
                 engine_class: 7,
