@@ -409,26 +409,31 @@ pub fn vm_bind_async_bind_queue_errors(d: &Device) -> TestResult {
 
     let bo = t.bo(2)?;
     let op = BindOp::map(bo.handle(), 0, 0x2000_0000, SZ_4K);
+    // A good op for the other VM, so that only the queue is wrong.
+    let other_bo = other.bo(1)?;
+    let other_op = BindOp::map(other_bo.handle(), 0, 0x2000_0000, SZ_4K);
     let before = t.dbg()?;
     let cases = [
-        ("the VM's compute queue", t.vm, t.queue, libc::EINVAL),
+        ("the VM's compute queue", t.vm, t.queue, op, libc::EINVAL),
         (
             "another VM's compute queue",
             t.vm,
             other.queue,
+            op,
             libc::EINVAL,
         ),
-        ("another VM's bind queue", t.vm, other_bq, libc::EINVAL),
+        ("another VM's bind queue", t.vm, other_bq, op, libc::EINVAL),
         (
             "its bind queue, named with another VM",
             other.vm,
             bq,
+            other_op,
             libc::EINVAL,
         ),
-        ("an unknown queue", t.vm, 0x7777, libc::ENOENT),
-        ("a destroyed bind queue", t.vm, gone, libc::ENOENT),
+        ("an unknown queue", t.vm, 0x7777, op, libc::ENOENT),
+        ("a destroyed bind queue", t.vm, gone, op, libc::ENOENT),
     ];
-    for (what, vm, queue, want) in cases {
+    for (what, vm, queue, op, want) in cases {
         let e = errno(d.vm_bind(vm, queue, &[op], &[]));
         check!(
             e == Some(want),
@@ -724,14 +729,14 @@ pub fn vm_bind_async_two_queues_independent(d: &Device) -> TestResult {
     let b = t.bind_async(qb, &[BindOp::map(bo_b.handle(), 0, VA_B, SZ_4K)], &[])?;
     // Well under the job timeout, which would open the gate.
     check!(
-        b.signals_within(0, 1000)?,
+        b.signals_within(0, 700)?,
         "the bind on queue B waited for queue A's"
     );
     check!(b.status_within(0, "B's bind")? == 0, "B's bind failed");
     let mut cb = CmdBuf::new();
     cb.fill(VA_B, SZ_4K, 0x0b0b_0001).end();
     let job = t.exec(&cb, &[b.wait()])?;
-    let status = job.status_within(1000, "the job through B's mapping")?;
+    let status = job.status_within(700, "the job through B's mapping")?;
     check!(status == 0, "the job through B's mapping: {status}");
     expect_words(&bo_b.mmap().map_err(e2s)?, 0, SZ_4K, 0x0b0b_0001, "B's BO")?;
     a.expect_pending("A's gated bind")?;
@@ -906,8 +911,9 @@ pub fn vm_bind_async_hammer(d: &Device) -> TestResult {
     let start = t.dbg()?;
     let hammer_queue = d.exec_queue_create(t.vm, COMPUTE, NORMAL).map_err(e2s)?;
     let bq = t.bind_queue()?;
-    // Each step leaves page 3 alone; after the last the layout is the
-    // first's: [V, V + 3P) and [V + 4P, V + 8P) mapped whole.
+    // No step touches page 3. After a whole round, [V, V + 3P) and
+    // [V + 4P, V + 8P) are one mapping each, around page 3's piece of the
+    // first mapping.
     let steps: Vec<Vec<BindOp>> = vec![
         vec![BindOp::unmap(V, 3 * P)],
         vec![BindOp::unmap(V + 4 * P, 4 * P)],
