@@ -5,7 +5,7 @@ use crate::{check, deadline_in, e2s, errno, TestResult};
 use mirage::cmd::{CmdBuf, SemCond};
 use mirage::uapi::*;
 use mirage::{Bo, Device};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const SZ_4K: u64 = 4096;
 const SZ_64K: u64 = 64 << 10;
@@ -19,28 +19,8 @@ pub(crate) const CMD_VA: u64 = 0x7f00_0000;
 pub(crate) const CMD_SIZE: u64 = SZ_64K;
 
 /// The fence of `syncobj` as a sync_file (`DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD`).
-fn export_sync_file(d: &Device, syncobj: u32) -> Result<OwnedFd, String> {
-    #[repr(C)]
-    struct Handle {
-        handle: u32,
-        flags: u32,
-        fd: i32,
-        pad: u32,
-        point: u64,
-    }
-    const HANDLE_TO_FD: u64 = 0xc018_64c1;
-    const EXPORT_SYNC_FILE: u32 = 1;
-    let mut h = Handle {
-        handle: syncobj,
-        flags: EXPORT_SYNC_FILE,
-        fd: -1,
-        pad: 0,
-        point: 0,
-    };
-    // SAFETY: `h` is the argument type of the request.
-    unsafe { mirage::ioctl(d.file(), HANDLE_TO_FD, &mut h) }.map_err(e2s)?;
-    // SAFETY: the kernel gave us this new fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(h.fd) })
+pub(crate) fn export_sync_file(d: &Device, syncobj: u32) -> Result<OwnedFd, String> {
+    d.syncobj_export_sync_file(syncobj).map_err(e2s)
 }
 
 /// `struct sync_fence_info`.
@@ -55,7 +35,7 @@ struct SyncFenceInfo {
 
 /// What `SYNC_IOC_FILE_INFO` says of a sync_file of one fence: its status
 /// (1 signalled, 0 pending, negative: the error) and the fence's driver name.
-fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
+pub(crate) fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
     #[repr(C)]
     struct Info {
         name: [u8; 32],
@@ -96,7 +76,7 @@ fn sync_file_info(fd: &OwnedFd) -> Result<(i32, String), String> {
 
 /// The error a syncobj's fence was signalled with (0 for none), through a
 /// sync_file.
-fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
+pub(crate) fn fence_status(d: &Device, syncobj: u32) -> Result<i32, String> {
     let fd = export_sync_file(d, syncobj)?;
     let (status, _) = sync_file_info(&fd)?;
     Ok(if status == 1 { 0 } else { status })
@@ -499,14 +479,6 @@ pub fn exec_rejects_bad_input(d: &Device) -> TestResult {
     };
     for (what, a, want) in [
         (
-            "bind class (not yet)",
-            DrmMirageExecQueueCreate {
-                engine_class: DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
-                ..base
-            },
-            libc::EINVAL,
-        ),
-        (
             "unknown class",
             DrmMirageExecQueueCreate {
                 engine_class: 7,
@@ -741,12 +713,29 @@ pub fn exec_ordered_through_an_external_bo(d: &Device) -> TestResult {
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-/// A bind waiting for an in-fence is interrupted by a signal (a handler
-/// without SA_RESTART): it fails with EINTR and the VM is as it was.
+/// A synchronous bind (no syncs) waits for the binds before it on its
+/// queue: one queued behind an asynchronous bind held by an in-fence is
+/// interrupted by a signal (a handler without SA_RESTART), fails with EINTR
+/// and leaves the VM as it was: the VA tree has the asynchronous bind, not
+/// the synchronous one.
 pub fn vm_bind_interrupted_changes_nothing(d: &Device) -> TestResult {
+    const HELD: u64 = 0x2000_0000;
+    const SYNC: u64 = 0x2100_0000;
     let c = Ctx::new(d)?;
     let gate_bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
     let (pending, _) = c.start_job_waiting_for(&gate_bo, 1)?;
+    let held_bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    let held_out = d.syncobj_create(0).map_err(e2s)?;
+    d.vm_bind(
+        c.vm,
+        0,
+        &[DrmMirageVmBindOp::map(held_bo.handle(), 0, HELD, SZ_4K)],
+        &[
+            DrmMirageSync::wait(pending),
+            DrmMirageSync::signal(held_out),
+        ],
+    )
+    .map_err(|e| format!("the async bind: {e}"))?;
     let before = crate::vm::vm_debug(c.vm)?;
     // SAFETY: installs a handler that does nothing, for SIGUSR1 only, without SA_RESTART.
     unsafe {
@@ -755,17 +744,16 @@ pub fn vm_bind_interrupted_changes_nothing(d: &Device) -> TestResult {
         libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
     let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    let op = DrmMirageVmBindOp::map(bo.handle(), 0, 0x2000_0000, SZ_4K);
+    let op = DrmMirageVmBindOp::map(bo.handle(), 0, SYNC, SZ_4K);
     let (tx, rx) = std::sync::mpsc::channel();
     let e = std::thread::scope(|s| {
         let t = s.spawn(|| {
-            let waits = [DrmMirageSync::wait(pending)];
-            let mut args = mirage::vm_bind_args(c.vm, 0, &[op], &waits).ok()?;
+            let mut args = mirage::vm_bind_args(c.vm, 0, &[op], &[]).ok()?;
             // SAFETY: pthread_self has no preconditions.
             let _ = tx.send(unsafe { libc::pthread_self() });
             // Not `mirage::ioctl`, which retries on EINTR as libdrm does.
-            // SAFETY: `args` is the request's argument; its pointers point into `op` and
-            // `waits`, which outlive the call.
+            // SAFETY: `args` is the request's argument; its pointer points into `op`, which
+            // outlives the call.
             let r = unsafe {
                 libc::ioctl(
                     d.file().as_raw_fd(),
@@ -784,24 +772,44 @@ pub fn vm_bind_interrupted_changes_nothing(d: &Device) -> TestResult {
         }
         t.join().unwrap_or(Some(-1))
     });
-    check!(e == Some(libc::EINTR), "interrupted bind: {e:?}");
-    let after = crate::vm::vm_debug(c.vm)?;
+    let after = crate::vm::vm_debug(c.vm);
+    let held_pending = errno(d.syncobj_wait(held_out, 0, 0)) == Some(libc::ETIME);
+    // Opened before any check, so that a failure leaves nothing waiting for the job timeout.
+    gate_bo.mmap().map_err(e2s)?.write_u32(0, 1).map_err(e2s)?;
+    check!(e == Some(libc::EINTR), "interrupted sync bind: {e:?}");
+    let after = after?;
     check!(
         after.vas == before.vas,
         "VA tree changed: {:x?} -> {:x?}",
         before.vas,
         after.vas
     );
-    gate_bo.mmap().map_err(e2s)?.write_u32(0, 1).map_err(e2s)?;
+    check!(
+        before.vas.iter().any(|v| v.0 == HELD) && !after.vas.iter().any(|v| v.0 == SYNC),
+        "the VA tree should have the async bind and not the sync one: {:x?}",
+        after.vas
+    );
+    check!(held_pending, "the async bind ran before its in-fence");
     d.syncobj_wait(pending, 0, deadline_in(20_000))
         .map_err(e2s)?;
-    // Now the same bind goes through at once.
-    d.vm_bind(c.vm, 0, &[op], &[DrmMirageSync::wait(pending)])
-        .map_err(e2s)?;
+    d.syncobj_wait(held_out, 0, deadline_in(20_000))
+        .map_err(|e| format!("the async bind did not run: {e}"))?;
+    check!(fence_status(d, held_out)? == 0, "the async bind failed");
+    // Now the same sync bind goes through.
+    d.vm_bind(c.vm, 0, &[op], &[]).map_err(e2s)?;
+    let mut cb = CmdBuf::new();
+    cb.store32(HELD, 0x4e1d).store32(SYNC + 4, 0x5bc0).end();
+    let status = c.run(&cb)?;
+    check!(status == 0, "the job through both mappings: {status}");
     check!(
-        crate::vm::vm_debug(c.vm)?.vas.len() == before.vas.len() + 1,
-        "the bind did not map"
+        held_bo.mmap().map_err(e2s)?.read_u32(0).map_err(e2s)? == 0x4e1d,
+        "the async bind's mapping"
     );
+    check!(
+        bo.mmap().map_err(e2s)?.read_u32(4).map_err(e2s)? == 0x5bc0,
+        "the sync bind's mapping"
+    );
+    d.syncobj_destroy(held_out).map_err(e2s)?;
     d.syncobj_destroy(pending).map_err(e2s)?;
     Ok(())
 }

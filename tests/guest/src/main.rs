@@ -8,6 +8,7 @@ use mirage::uapi::*;
 use mirage::Device;
 use std::io;
 
+mod bind_async;
 mod exec;
 mod fuzz;
 mod vm;
@@ -351,6 +352,43 @@ const TESTS: &[(&str, Test)] = &[
     (
         "exec_vm_destroyed_while_its_job_runs",
         exec::exec_vm_destroyed_while_its_job_runs,
+    ),
+    (
+        "vm_bind_async_bind_queue_errors",
+        bind_async::vm_bind_async_bind_queue_errors,
+    ),
+    (
+        "vm_bind_async_bind_fence_gates_submit",
+        bind_async::vm_bind_async_bind_fence_gates_submit,
+    ),
+    (
+        "vm_bind_async_submit_fence_gates_bind",
+        bind_async::vm_bind_async_submit_fence_gates_bind,
+    ),
+    (
+        "vm_bind_async_timeline_chain_64",
+        bind_async::vm_bind_async_timeline_chain_64,
+    ),
+    (
+        "vm_bind_async_two_queues_independent",
+        bind_async::vm_bind_async_two_queues_independent,
+    ),
+    (
+        "vm_bind_async_pipelined_chain",
+        bind_async::vm_bind_async_pipelined_chain,
+    ),
+    ("vm_bind_async_hammer", bind_async::vm_bind_async_hammer),
+    (
+        "vm_bind_async_runtime_failure_makes_vm_unusable",
+        bind_async::vm_bind_async_runtime_failure_makes_vm_unusable,
+    ),
+    (
+        "vm_bind_async_reserve_failure_changes_nothing",
+        bind_async::vm_bind_async_reserve_failure_changes_nothing,
+    ),
+    (
+        "vm_bind_async_teardown_cancels",
+        bind_async::vm_bind_async_teardown_cancels,
     ),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];

@@ -2,7 +2,7 @@
 //! errno, and the paths that succeed.
 
 use crate::exec::{Ctx, CMD_SIZE, CMD_VA};
-use crate::{check, e2s, errno, TestResult};
+use crate::{check, deadline_in, e2s, errno, TestResult};
 use mirage::cmd::{fnv1a64, CmdBuf};
 use mirage::uapi::*;
 use mirage::{vm_bind_args, Bo, Device};
@@ -710,10 +710,11 @@ pub fn vm_bind_syncs(d: &Device) -> TestResult {
         ],
     )
     .map_err(e2s)?;
-    check!(
-        d.syncobj_wait(binary, 0, 0).is_ok(),
-        "binary out-syncobj not signalled"
-    );
+    // The bind is asynchronous: its fences signal once it has executed.
+    d.syncobj_wait(binary, 0, deadline_in(10_000))
+        .map_err(|e| format!("binary out-syncobj not signalled: {e}"))?;
+    d.syncobj_wait(timeline, 5, deadline_in(10_000))
+        .map_err(|e| format!("timeline point 5 not signalled: {e}"))?;
     check!(
         d.syncobj_query(timeline).map_err(e2s)? == 5,
         "timeline not at point 5"
@@ -730,6 +731,8 @@ pub fn vm_bind_syncs(d: &Device) -> TestResult {
         ],
     )
     .map_err(e2s)?;
+    d.syncobj_wait(timeline, 6, deadline_in(10_000))
+        .map_err(|e| format!("timeline point 6 not signalled: {e}"))?;
     check!(
         d.syncobj_query(timeline).map_err(e2s)? == 6,
         "timeline not at point 6"

@@ -209,6 +209,36 @@ impl Device {
         unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_RESET, &mut a) }
     }
 
+    /// The fence of binary syncobj `handle` as a new sync_file: it outlives
+    /// the syncobj and the file, and other files and processes can wait on
+    /// it. A syncobj without a fence fails with `EINVAL`.
+    pub fn syncobj_export_sync_file(&self, handle: u32) -> io::Result<OwnedFd> {
+        let mut a = DrmSyncobjHandle {
+            handle,
+            flags: DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
+            fd: -1,
+            ..Default::default()
+        };
+        // SAFETY: `a` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &mut a)? };
+        // SAFETY: on success the kernel installed `a.fd` as a new descriptor
+        // for us, which nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(a.fd) })
+    }
+
+    /// Replaces the fence of binary syncobj `handle` with the one of
+    /// sync_file `fd`, which may come from another file or device.
+    pub fn syncobj_import_sync_file(&self, handle: u32, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let mut a = DrmSyncobjHandle {
+            handle,
+            flags: DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
+            fd: fd.as_raw_fd(),
+            ..Default::default()
+        };
+        // SAFETY: `a` is the argument type of the request.
+        unsafe { ioctl(&self.file, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &mut a) }
+    }
+
     /// Closes a GEM handle (`DRM_IOCTL_GEM_CLOSE`).
     pub fn gem_close(&self, handle: u32) -> io::Result<()> {
         let mut a = DrmGemClose { handle, pad: 0 };

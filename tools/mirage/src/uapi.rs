@@ -424,12 +424,27 @@ pub struct DrmSyncobjTimelineWait {
     pub deadline_nsec: u64,
 }
 
+/// `struct drm_syncobj_handle` from `drm.h` (HANDLE_TO_FD, FD_TO_HANDLE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmSyncobjHandle {
+    pub handle: u32,
+    pub flags: u32,
+    pub fd: i32,
+    pub pad: u32,
+    pub point: u64,
+}
+
 pub const DRM_SYNCOBJ_CREATE_SIGNALED: u32 = 1 << 0;
+pub const DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE: u32 = 1 << 0;
+pub const DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE: u32 = 1 << 0;
 pub const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL: u32 = 1 << 0;
 pub const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT: u32 = 1 << 1;
 
 pub const DRM_IOCTL_SYNCOBJ_CREATE: u64 = drm_iowr(0xbf, size_of::<DrmSyncobjCreate>());
 pub const DRM_IOCTL_SYNCOBJ_DESTROY: u64 = drm_iowr(0xc0, size_of::<DrmSyncobjDestroy>());
+pub const DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD: u64 = drm_iowr(0xc1, size_of::<DrmSyncobjHandle>());
+pub const DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE: u64 = drm_iowr(0xc2, size_of::<DrmSyncobjHandle>());
 pub const DRM_IOCTL_SYNCOBJ_RESET: u64 = drm_iowr(0xc4, size_of::<DrmSyncobjArray>());
 pub const DRM_IOCTL_SYNCOBJ_SIGNAL: u64 = drm_iowr(0xc5, size_of::<DrmSyncobjArray>());
 pub const DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT: u64 =
@@ -504,6 +519,16 @@ mod tests {
         );
         layout!("drm_syncobj_create", DrmSyncobjCreate { handle, flags });
         layout!("drm_syncobj_destroy", DrmSyncobjDestroy { handle, pad });
+        layout!(
+            "drm_syncobj_handle",
+            DrmSyncobjHandle {
+                handle,
+                flags,
+                fd,
+                pad,
+                point,
+            }
+        );
         layout!(
             "drm_syncobj_array",
             DrmSyncobjArray {
@@ -691,10 +716,14 @@ mod tests {
             DRM_IOCTL_PRIME_HANDLE_TO_FD,
             DRM_IOCTL_PRIME_FD_TO_HANDLE,
             DRM_SYNCOBJ_CREATE_SIGNALED,
+            DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
+            DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
             DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL,
             DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
             DRM_IOCTL_SYNCOBJ_CREATE,
             DRM_IOCTL_SYNCOBJ_DESTROY,
+            DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD,
+            DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE,
             DRM_IOCTL_SYNCOBJ_RESET,
             DRM_IOCTL_SYNCOBJ_SIGNAL,
             DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT,
