@@ -290,6 +290,43 @@ mod tests {
     }
 
     #[test]
+    fn a_locked_object_lists_its_fences_by_usage() -> Result {
+        let ctx = FenceContext::<TestOps, ()>::new(c"resv-test");
+        let resv = KBox::pin_init(OwnedDmaResv::new(), GFP_KERNEL)?;
+        let (write, write_fence) = ctx.publish(ctx.prepare((), GFP_KERNEL)?);
+        let (book, book_fence) = ctx.publish(ctx.prepare((), GFP_KERNEL)?);
+        let mut guard = resv.lock()?;
+        guard.reserve_fences(2)?;
+        guard.add_fence(&write_fence, Usage::Write)?;
+        guard.add_fence(&book_fence, Usage::Bookkeep)?;
+        let mut seen = KVec::new();
+        guard.for_each_fence(Usage::Read, |f| {
+            seen.push(f.seqno(), GFP_KERNEL)?;
+            Ok(())
+        })?;
+        // A reader waits for the writer, not for bookkeeping.
+        assert_eq!(&seen[..], &[write_fence.seqno()]);
+        seen.clear();
+        guard.for_each_fence(Usage::Bookkeep, |f| {
+            seen.push(f.seqno(), GFP_KERNEL)?;
+            Ok(())
+        })?;
+        seen.sort_unstable();
+        assert_eq!(&seen[..], &[write_fence.seqno(), book_fence.seqno()]);
+        // The first error stops the walk and comes back.
+        let mut calls = 0;
+        let res = guard.for_each_fence(Usage::Bookkeep, |_| {
+            calls += 1;
+            Err(EINTR)
+        });
+        assert_eq!((res, calls), (Err(EINTR), 1));
+        drop(guard);
+        write.signal(Ok(()));
+        book.signal(Ok(()));
+        Ok(())
+    }
+
+    #[test]
     fn adding_needs_a_reserved_slot() -> Result {
         let ctx = FenceContext::<TestOps, ()>::new(c"resv-test");
         let resv = KBox::pin_init(OwnedDmaResv::new(), GFP_KERNEL)?;

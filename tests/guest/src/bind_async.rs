@@ -11,7 +11,7 @@
 //! seconds, and [`Gate::release`] fails if the job timeout opened it first.
 
 use crate::exec::{fence_status, sync_file_info, CMD_VA};
-use crate::vm::{vm_debug, VmDebug};
+use crate::vm::{vm_debug, ShmemHugePages, VmDebug};
 use crate::{check, deadline_in, e2s, errno, TestResult};
 use mirage::cmd::{CmdBuf, SemCond};
 use mirage::uapi::*;
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 const SZ_4K: u64 = 4096;
 const SZ_64K: u64 = 64 << 10;
+const SZ_2M: u64 = 2 << 20;
 const SYSTEM: u32 = DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM;
 const COMPUTE: u32 = DRM_MIRAGE_ENGINE_CLASS_COMPUTE;
 const BIND: u32 = DRM_MIRAGE_ENGINE_CLASS_VM_BIND;
@@ -1405,4 +1406,83 @@ pub fn vm_bind_async_teardown_cancels(d: &Device) -> TestResult {
         gate.release()?;
     }
     Ok(())
+}
+
+/// Unmaps never fail for lack of memory: with the page-table reservation
+/// failing, an UNMAP that splits a 2 MiB block takes the tables the VM keeps
+/// aside, and the GPU reads the rest of the block as before; a MAP under the
+/// same failure gets ENOMEM.
+pub fn vm_bind_async_unmap_without_memory_succeeds(d: &Device) -> TestResult {
+    const KNOB: &str = "fail_next_reserve";
+    const V: u64 = 0x4000_0000;
+    const HOLE: u64 = V + SZ_2M / 2;
+    const RESULTS: u64 = 0x6000_0000;
+    // A 2 MiB folio, so that the mapping is one block.
+    let huge = ShmemHugePages::force()?;
+    let t = Tvm::new(d)?;
+    let bo = Bo::new(d, SZ_2M, SYSTEM, t.vm).map_err(e2s)?;
+    let bytes: Vec<u8> = (0..SZ_2M / 8)
+        .flat_map(|i| (0xb10c << 48 | i).to_le_bytes())
+        .collect();
+    bo.mmap().map_err(e2s)?.write(0, &bytes).map_err(e2s)?;
+    let res = t.bo(1)?;
+    t.bind_sync(&[
+        BindOp::map(bo.handle(), 0, V, SZ_2M),
+        BindOp::map(res.handle(), 0, RESULTS, SZ_4K),
+    ])?;
+    let before = t.dbg()?;
+    check!(
+        before.leaves[1] == 1,
+        "the 2 MiB mapping got no block: leaves {:?}",
+        before.leaves
+    );
+
+    inject(KNOB, 1)?;
+    let r = d.vm_bind(t.vm, DEFAULT, &[BindOp::unmap(HOLE, SZ_4K)], &[]);
+    let left = knob(KNOB);
+    let _ = inject(KNOB, 0);
+    r.map_err(|e| format!("UNMAP with the reservation failing: {e}"))?;
+    check!(left? == 0, "the injection was not used up");
+    let after = t.dbg()?;
+    check!(after.usable, "the VM is unusable");
+    check!(
+        after.leaves[1] == 0 && after.leaves[2] == before.leaves[2] + 511,
+        "leaves {:?} after the split, {:?} before",
+        after.leaves,
+        before.leaves
+    );
+    // The GPU reads both sides of the hole as before.
+    let sides = [(V, HOLE), (HOLE + SZ_4K, V + SZ_2M)];
+    let mut cb = CmdBuf::new();
+    for (i, &(s, e)) in sides.iter().enumerate() {
+        cb.checksum(s, e - s, RESULTS + 8 * i as u64);
+    }
+    cb.end();
+    let status = t.run(&cb)?;
+    check!(status == 0, "the checksum job: {status}");
+    let m = res.mmap().map_err(e2s)?;
+    for (i, &(s, e)) in sides.iter().enumerate() {
+        let got = m.read_u64(8 * i).map_err(e2s)?;
+        let want = mirage::cmd::fnv1a64(&bytes[(s - V) as usize..(e - V) as usize]);
+        check!(
+            got == want,
+            "the GPU reads other bytes through {s:#x}..{e:#x}"
+        );
+    }
+
+    // A MAP has no tables aside: it fails.
+    inject(KNOB, 1)?;
+    let e = errno(d.vm_bind(
+        t.vm,
+        DEFAULT,
+        &[BindOp::map(bo.handle(), 0, 0x8000_0000, SZ_2M)],
+        &[],
+    ));
+    let _ = inject(KNOB, 0);
+    check!(
+        e == Some(libc::ENOMEM),
+        "MAP with the reservation failing: {e:?}"
+    );
+    drop(huge);
+    t.check_pool()
 }

@@ -966,6 +966,34 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
     long.end();
     c.submit(&long, &[])?;
 
+    // Binds queued behind the stuck job, on a VM's default bind queue and on
+    // a bind queue of its own: the file's close cancels them.
+    let extra = Bo::new(d, SZ_2M, SYSTEM, a.vm).map_err(e2s)?;
+    d.vm_bind(
+        a.vm,
+        0,
+        &[
+            DrmMirageVmBindOp::map(extra.handle(), 0, 0x6000_0000, SZ_2M),
+            DrmMirageVmBindOp::unmap(0x4000_0000, SZ_4K),
+        ],
+        &[DrmMirageSync::wait(gate)],
+    )
+    .map_err(e2s)?;
+    let binds = d
+        .exec_queue_create(
+            c.vm,
+            DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
+            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
+        )
+        .map_err(e2s)?;
+    d.vm_bind(
+        c.vm,
+        binds,
+        &[DrmMirageVmBindOp::unmap(0x8000_0000 + SZ_2M, SZ_4K)],
+        &[DrmMirageSync::wait(gate)],
+    )
+    .map_err(e2s)?;
+
     // Still in flight: the stuck job has not ended.
     check!(
         errno(d.syncobj_wait(gate, 0, deadline_in(0))) == Some(libc::ETIME),

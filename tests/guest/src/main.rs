@@ -390,6 +390,10 @@ const TESTS: &[(&str, Test)] = &[
         "vm_bind_async_teardown_cancels",
         bind_async::vm_bind_async_teardown_cancels,
     ),
+    (
+        "vm_bind_async_unmap_without_memory_succeeds",
+        bind_async::vm_bind_async_unmap_without_memory_succeeds,
+    ),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 

@@ -377,6 +377,7 @@ impl<B: Backend> VmCore<B> {
         let pool = Arc::new(PtPool::new()?, GFP_KERNEL)?;
         // The level-0 table is allocated when the page table is created.
         pool.reserve(1)?;
+        pool.refill_standing()?;
         let pt = PageTable::new(pool.clone(), va_bits, pgsizes)?;
         let va_end = 1u64 << va_bits;
         let unique =
@@ -657,10 +658,10 @@ impl<B: Backend> VmCore<B> {
         for w in job.data().work() {
             Self::apply_pt(&mut dry, self.pgsizes, w)?;
         }
-        if self.gpu.fail_reserve() {
-            return Err(ENOMEM);
-        }
-        self.pool.reserve(dry.tables())?;
+        // Unmaps never fail for lack of memory: the pool keeps tables aside for them.
+        let unmap_only = tree_ops.iter().all(|t| matches!(t, TreeOp::Unmap { .. }));
+        self.pool
+            .reserve_for(dry.tables(), unmap_only, self.gpu.fail_reserve())?;
         dry.commit();
 
         // Nothing can fail from here on.

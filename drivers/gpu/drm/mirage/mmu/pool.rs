@@ -8,6 +8,10 @@
 //! reservation and nothing is allocated. Running dry there is a driver bug: the pool warns,
 //! counts it, and fails the allocation.
 //!
+//! So that an unmap never fails for lack of memory (`Documentation/gpu/drm-vm-bind-async.rst`),
+//! the pool keeps [`STANDING`] tables aside: a bind that only unmaps takes them when the
+//! system cannot give it its tables, and the next reservation that can puts them back.
+//!
 //! Tables io-pgtable frees stay here until the device's TLB was invalidated for their range
 //! ([`PtPool::release_freed`]): until then, the device may still hold translations through them.
 
@@ -25,6 +29,10 @@ pub(crate) const TABLE_SIZE: usize = 4096;
 /// One page table's memory, in the linear map and aligned to its size as io-pgtable needs.
 #[repr(C, align(4096))]
 pub(crate) struct Table([u64; 512]);
+
+/// Tables kept aside for unmaps: an UNMAP splits at most a 1 GiB and a 2 MiB block at each end
+/// of its range, which takes a level-2 and a level-3 table each.
+pub(crate) const STANDING: usize = 4;
 
 /// A table with the tree node that tracks it while io-pgtable uses it.
 type TableNode = RBTreeNode<usize, KBox<Table>>;
@@ -46,6 +54,8 @@ pub(crate) struct PoolStats {
     pub(crate) unused: u64,
     /// Reserved tables given back because the updates they were for were cancelled.
     pub(crate) cancelled: u64,
+    /// Tables unmaps took from the standing reserve.
+    pub(crate) standing_used: u64,
 }
 
 struct Inner {
@@ -57,9 +67,22 @@ struct Inner {
     /// Tables io-pgtable gave back, waiting for a TLB invalidation. Its capacity covers every
     /// live and reserved table, so that `free` never allocates.
     freed: KVec<TableNode>,
+    /// Tables kept aside for unmaps, up to [`STANDING`]. Owned, not reserved: `reserved` and
+    /// `freed` always have room for them.
+    standing: KVec<(usize, TableNode)>,
     stats: PoolStats,
     /// Test hook: the next reservation fails with `ENOMEM`.
     fail_next_reserve: bool,
+}
+
+/// A zeroed table and its tree node, with its address.
+fn new_table() -> Result<(usize, TableNode)> {
+    let table = KBox::new(Table([0; 512]), GFP_KERNEL)?;
+    let addr = core::ptr::from_ref(&*table) as usize;
+    Ok((
+        addr,
+        RBTreeNodeReservation::new(GFP_KERNEL)?.into_node(addr, table),
+    ))
 }
 
 /// A VM's page-table pool; the [`TableAllocator`] of its io-pgtable.
@@ -75,6 +98,7 @@ impl PtPool {
                     reserved: KVec::new(),
                     live: RBTree::new(),
                     freed: KVec::new(),
+                    standing: KVec::with_capacity(STANDING, GFP_KERNEL)?,
                     stats: PoolStats::default(),
                     fail_next_reserve: false,
                 }),
@@ -100,15 +124,13 @@ impl PtPool {
         if missing == 0 {
             return Ok(());
         }
-        let mut reserved = KVec::with_capacity(have + missing, GFP_KERNEL)?;
+        // Room for the standing tables too, so that moving them in never allocates.
+        let mut reserved = KVec::with_capacity(have + missing + STANDING, GFP_KERNEL)?;
         for _ in 0..missing {
-            let table = KBox::new(Table([0; 512]), GFP_KERNEL)?;
-            let addr = core::ptr::from_ref(&*table) as usize;
-            let node = RBTreeNodeReservation::new(GFP_KERNEL)?.into_node(addr, table);
-            reserved.push((addr, node), GFP_KERNEL)?;
+            reserved.push(new_table()?, GFP_KERNEL)?;
         }
         // `free` must never allocate: room for every table the pool will own.
-        let mut freed = KVec::with_capacity(owned + missing, GFP_KERNEL)?;
+        let mut freed = KVec::with_capacity(owned + missing + STANDING, GFP_KERNEL)?;
 
         let mut inner = self.inner.lock();
         // Updates that ran meanwhile took tables (fewer reserved) and gave some back (more
@@ -133,20 +155,74 @@ impl PtPool {
         Ok(())
     }
 
+    /// Reserves `count` more tables for an update, as [`PtPool::reserve`]; one that only
+    /// unmaps (`unmap`) takes them from the standing reserve if the system has none to give.
+    /// `fail` makes the system's answer `ENOMEM`, for tests.
+    pub(crate) fn reserve_for(&self, count: usize, unmap: bool, fail: bool) -> Result {
+        let res = if fail {
+            Err(ENOMEM)
+        } else {
+            self.reserve(count)
+        };
+        match res {
+            Ok(()) => {
+                // Best effort: another reservation will try again.
+                let _ = self.refill_standing();
+                Ok(())
+            }
+            Err(e) if e == ENOMEM && unmap => self.take_standing(count).map_err(|_| e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves `count` standing tables to the reservation.
+    fn take_standing(&self, count: usize) -> Result {
+        let mut inner = self.inner.lock();
+        let room = inner.reserved.capacity() - inner.reserved.len();
+        if count > inner.standing.len() || count > room {
+            return Err(ENOMEM);
+        }
+        for _ in 0..count {
+            if let Some(t) = inner.standing.pop() {
+                // Cannot fail: there is room (checked above).
+                let _ = inner.reserved.push_within_capacity(t);
+            }
+        }
+        inner.stats.standing_used += count as u64;
+        inner.stats.reserved += count as u64;
+        Ok(())
+    }
+
+    /// Allocates the standing tables that are missing.
+    pub(crate) fn refill_standing(&self) -> Result {
+        let missing = STANDING - self.inner.lock().standing.len();
+        let mut tables = KVec::with_capacity(missing, GFP_KERNEL)?;
+        for _ in 0..missing {
+            tables.push(new_table()?, GFP_KERNEL)?;
+        }
+        let mut inner = self.inner.lock();
+        for t in tables.into_iter() {
+            // Callers are serialized: there is room for what was missing.
+            if let Err(e) = inner.standing.push_within_capacity(t) {
+                drop(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Frees the reserved tables no update is left to use, and counts them as `unused`, or as
     /// `cancelled` if updates were: after updates whose budgets were exact, none is unused.
     pub(crate) fn trim(&self, cancelled: bool) -> usize {
-        let spare = {
-            let mut inner = self.inner.lock();
-            let spare = core::mem::replace(&mut inner.reserved, KVec::new());
-            if cancelled {
-                inner.stats.cancelled += spare.len() as u64;
-            } else {
-                inner.stats.unused += spare.len() as u64;
-            }
-            spare
-        };
-        spare.len()
+        let mut inner = self.inner.lock();
+        let n = inner.reserved.len();
+        if cancelled {
+            inner.stats.cancelled += n as u64;
+        } else {
+            inner.stats.unused += n as u64;
+        }
+        // Freeing is fine under a spinlock; the vector keeps its room for the standing tables.
+        while inner.reserved.pop().is_some() {}
+        n
     }
 
     /// Frees the tables io-pgtable gave back. Call it only once the device can no longer use

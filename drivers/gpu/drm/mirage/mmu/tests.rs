@@ -12,7 +12,7 @@ use kernel::{iommu::pgtable::prot, prelude::*, sync::Arc};
 use super::{
     budget::{Budget, Overlay},
     pgtable::PageTable,
-    pool::PtPool,
+    pool::{PtPool, STANDING},
     walker::{
         count_leaves, level_size, map_contiguous, unmap_range, Entry, PtOps, SZ_1G, SZ_2M, SZ_4K,
     },
@@ -453,6 +453,27 @@ mod kunit {
         // The orders did differ from submission order.
         assert!(reordered > 0);
         assert_eq!(pool.stats().exhausted, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn unmaps_take_the_standing_reserve_when_memory_runs_out() -> Result {
+        let (pool, _pt) = new_table()?;
+        pool.refill_standing()?;
+        assert_eq!(pool.reserve_for(2, false, true), Err(ENOMEM));
+        assert_eq!(pool.available(), 0);
+        pool.reserve_for(2, true, true)?;
+        assert_eq!(pool.available(), 2);
+        assert_eq!(pool.stats().standing_used, 2);
+        // More than is left aside: the unmap fails after all, and takes nothing.
+        assert_eq!(pool.reserve_for(STANDING, true, true), Err(ENOMEM));
+        assert_eq!(pool.available(), 2);
+        assert_eq!(pool.trim(false), 2);
+        // A reservation that succeeds puts the standing tables back.
+        pool.reserve_for(0, false, false)?;
+        pool.reserve_for(STANDING, true, true)?;
+        assert_eq!(pool.available(), STANDING);
+        assert_eq!(pool.trim(false), STANDING);
         Ok(())
     }
 
