@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! vm <vm_id> pid <tgid> usable <0|1>
-//! pool reserved <n> used <n> returned <n> live <n> exhausted <n> unused <n>
+//! pool reserved <n> used <n> returned <n> live <n> exhausted <n> unused <n> cancelled <n> available <n>
+//! pt leaves 1g <n> 2m <n> 4k <n>
 //! va 0x<start> 0x<end> offset 0x<bo offset>
 //! ...
 //! ```
 //!
-//! The pool counts are page tables over the VM's life.
+//! The pool counts are page tables: `live` and `available` now, the others
+//! over the VM's life.
 
 use std::path::Path;
 
@@ -17,13 +19,22 @@ pub struct Pool {
     pub reserved: u64,
     pub used: u64,
     pub returned: u64,
+    /// Tables in the page table now.
     pub live: u64,
+    /// Allocations refused because the reservation ran dry (a driver bug).
     pub exhausted: u64,
+    /// Reserved tables left over once every bind executed.
     pub unused: u64,
+    /// Reserved tables given back because their binds were cancelled.
+    pub cancelled: u64,
+    /// Reserved tables not used yet, now: once every bind has executed,
+    /// nonzero means the budget was too large.
+    pub available: u64,
 }
 
 impl Pool {
-    /// What happened between `before` and `self`.
+    /// What happened between `before` and `self`: the differences of the
+    /// lifetime counts, and `self`'s counts of now.
     pub fn since(&self, before: &Pool) -> Pool {
         Pool {
             reserved: self.reserved - before.reserved,
@@ -32,6 +43,8 @@ impl Pool {
             live: self.live,
             exhausted: self.exhausted - before.exhausted,
             unused: self.unused - before.unused,
+            cancelled: self.cancelled - before.cancelled,
+            available: self.available,
         }
     }
 }
@@ -43,6 +56,8 @@ pub struct VmFile {
     pub pid: u32,
     pub usable: bool,
     pub pool: Pool,
+    /// Leaves of the page table: 1 GiB blocks, 2 MiB blocks, 4 KiB pages.
+    pub leaves: [u64; 3],
     /// `(start, end, bo offset)` of each mapping.
     pub mappings: Vec<(u64, u64, u64)>,
 }
@@ -97,6 +112,8 @@ pub fn parse(text: &str) -> Option<VmFile> {
             "live",
             "exhausted",
             "unused",
+            "cancelled",
+            "available",
         ],
     )?;
     let n = |i: usize| p[i].parse::<u64>().ok();
@@ -107,6 +124,14 @@ pub fn parse(text: &str) -> Option<VmFile> {
         live: n(3)?,
         exhausted: n(4)?,
         unused: n(5)?,
+        cancelled: n(6)?,
+        available: n(7)?,
+    };
+    let leaves = match lines.next()?.split_whitespace().collect::<Vec<_>>()[..] {
+        ["pt", "leaves", "1g", g, "2m", m, "4k", k] => {
+            [g.parse().ok()?, m.parse().ok()?, k.parse().ok()?]
+        }
+        _ => return None,
     };
     let mut mappings = Vec::new();
     for l in lines.filter(|l| !l.trim().is_empty()) {
@@ -121,6 +146,7 @@ pub fn parse(text: &str) -> Option<VmFile> {
         pid,
         usable,
         pool,
+        leaves,
         mappings,
     })
 }
@@ -154,9 +180,19 @@ mod tests {
     use super::*;
 
     const FILE: &str = "vm 3 pid 77 usable 1\n\
-        pool reserved 25 used 22 returned 2 live 20 exhausted 0 unused 3\n\
+        pool reserved 25 used 22 returned 2 live 20 exhausted 0 unused 3 cancelled 4 available 5\n\
+        pt leaves 1g 1 2m 2 4k 3\n\
         va 0x100000 0x101000 offset 0x0\n\
         va 0x40000000 0x40400000 offset 0x200000\n";
+
+    /// A good pool line, with `pt` and `va` lines after it as `tail` says.
+    fn with_pool(pool: &str, tail: &str) -> String {
+        format!("vm 3 pid 77 usable 1\npool {pool}\n{tail}")
+    }
+
+    const POOL: &str =
+        "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 cancelled 0 available 0";
+    const PT: &str = "pt leaves 1g 0 2m 0 4k 1\n";
 
     #[test]
     fn a_vm_file_parses() {
@@ -170,9 +206,12 @@ mod tests {
                 returned: 2,
                 live: 20,
                 exhausted: 0,
-                unused: 3
+                unused: 3,
+                cancelled: 4,
+                available: 5,
             }
         );
+        assert_eq!(f.leaves, [1, 2, 3]);
         assert_eq!(
             f.mappings,
             [
@@ -180,48 +219,84 @@ mod tests {
                 (0x4000_0000, 0x4040_0000, 0x20_0000)
             ]
         );
-        let none = parse(
-            "vm 4 pid 1 usable 0\npool reserved 0 used 0 returned 0 live 0 exhausted 0 unused 0\n",
-        )
+        let none = parse(&format!(
+            "vm 4 pid 1 usable 0\npool {}\npt leaves 1g 0 2m 0 4k 0\n",
+            POOL.replace('1', "0")
+        ))
         .unwrap_or_else(|| panic!("did not parse"));
         assert!(!none.usable && none.mappings.is_empty());
+        assert_eq!((none.pool, none.leaves), (Pool::default(), [0; 3]));
+        // The same lines parse: the helpers below make good files.
+        assert!(parse(&with_pool(POOL, PT)).is_some());
     }
 
     #[test]
     fn another_format_does_not_parse() {
-        for bad in [
-            "",
-            "vm 3 pid 77\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0\n",
-            "vm x pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0\n",
-            "vm 3 pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0\n",
-            "vm 3 pid 77 usable 1\npool used 1 reserved 1 returned 0 live 1 exhausted 0 unused 0\n",
-            "vm 3 pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 x 1\n",
-            "vm 3 pid 77 usable 1\npool reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0\nva 1000 2000 offset 0x0\n",
-        ] {
-            assert_eq!(parse(bad), None, "{bad:?}");
+        let bad_pools = [
+            // The format before cancelled and available.
+            "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0",
+            "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 cancelled 0",
+            "used 1 reserved 1 returned 0 live 1 exhausted 0 unused 0 cancelled 0 available 0",
+            "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 available 0 cancelled 0",
+            "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 cancelled 0 available x",
+            "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 cancelled -1 available 0",
+            "reserved 1 used 1 returned 0 live 1 exhausted 0 unused 0 cancelled 0 available 0 x 1",
+        ];
+        let mut bad: Vec<String> = bad_pools.iter().map(|p| with_pool(p, PT)).collect();
+        bad.extend([
+            String::new(),
+            format!("vm 3 pid 77\npool {POOL}\n{PT}"),
+            format!("vm x pid 77 usable 1\npool {POOL}\n{PT}"),
+            // No pt line, a malformed one, or one after the VAs.
+            with_pool(POOL, ""),
+            with_pool(POOL, "va 0x1000 0x2000 offset 0x0\n"),
+            with_pool(POOL, "pt leaves 1g 0 2m 0\n"),
+            with_pool(POOL, "pt leaves 2m 0 1g 0 4k 1\n"),
+            with_pool(POOL, "pt leaves 1g 0 2m 0 4k x\n"),
+            with_pool(POOL, &format!("va 0x1000 0x2000 offset 0x0\n{PT}")),
+            with_pool(POOL, &format!("{PT}va 1000 2000 offset 0x0\n")),
+            with_pool(POOL, &format!("{PT}{PT}")),
+        ]);
+        for b in &bad {
+            assert_eq!(parse(b), None, "{b:?}");
         }
     }
 
     #[test]
-    fn since_subtracts_the_cumulative_counts() {
+    fn since_subtracts_the_lifetime_counts_and_keeps_the_current_ones() {
         let a = Pool {
             reserved: 5,
             used: 4,
             returned: 1,
             live: 3,
-            exhausted: 0,
+            exhausted: 1,
             unused: 1,
+            cancelled: 2,
+            available: 7,
         };
         let b = Pool {
             reserved: 30,
             used: 26,
-            returned: 1,
+            returned: 3,
             live: 25,
-            exhausted: 0,
+            exhausted: 1,
             unused: 4,
+            cancelled: 6,
+            available: 0,
         };
-        let d = b.since(&a);
-        assert_eq!((d.reserved, d.used, d.unused, d.live), (25, 22, 3, 25));
+        assert_eq!(
+            b.since(&a),
+            Pool {
+                reserved: 25,
+                used: 22,
+                returned: 2,
+                live: 25,
+                exhausted: 0,
+                unused: 3,
+                cancelled: 4,
+                available: 0,
+            }
+        );
     }
 
     #[test]

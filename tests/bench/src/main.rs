@@ -5,6 +5,7 @@
 //! It is a benchmark, not a test: it prints numbers and exits nonzero only
 //! if an ioctl it needs fails, never because of a timing.
 
+mod bind_async;
 mod budget;
 mod debugfs;
 
@@ -21,8 +22,10 @@ const DEBUGFS: &str = "/sys/kernel/debug/mirage";
 
 /// Calls of the no-op ioctl, after as many to warm up.
 const NOOPS: usize = 20_000;
-/// Map + unmap pairs of one 4 KiB page.
+/// Map + unmap pairs of one 4 KiB page, sync and async.
 const PAIRS: usize = 2_000;
+/// Where the pairs map their page, each sequence in a VM of its own.
+const PAIR_VA: u64 = 0x1000_0000;
 /// The large bind: this many arrays of this many 4 KiB maps.
 const ARRAYS: usize = 10;
 const ARRAY_OPS: usize = 1_000;
@@ -39,6 +42,17 @@ fn timed<T>(f: impl FnOnce() -> T) -> (u64, T) {
 struct Stat {
     median: u64,
     p90: u64,
+}
+
+/// CLOCK_MONOTONIC now plus `ms`, in ns: a syncobj wait's deadline.
+fn deadline_in(ms: i64) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec + ms * 1_000_000
 }
 
 /// The [`Stat`] of `v`, which must not be empty.
@@ -83,6 +97,30 @@ fn line(what: &str, s: Stat, noop: &Stat) {
     );
 }
 
+/// `n` things in `ns` nanoseconds: ns per thing (rounded down) and things
+/// per second (rounded to nearest); `None` for none, or no time.
+fn per_and_rate(ns: u64, n: usize) -> Option<(u64, u64)> {
+    let n = n as u64;
+    if n == 0 || ns == 0 {
+        return None;
+    }
+    let rate = (u128::from(n) * 1_000_000_000 + u128::from(ns) / 2) / u128::from(ns);
+    Some((ns / n, u64::try_from(rate).unwrap_or(u64::MAX)))
+}
+
+/// A throughput line: `binds` binds in `ns`, as ns per bind (its ratio to
+/// the no-op's median) and binds per second.
+fn rate_line(what: &str, ns: u64, binds: usize, noop: &Stat) {
+    match per_and_rate(ns, binds) {
+        Some((per, rate)) => println!(
+            "{what:<44} {per:>11} ns {:>14} {:>10} {rate:>8} binds/s",
+            "-",
+            ratio(per, noop.median)
+        ),
+        None => println!("{what:<44} n/a (no binds, or no time)"),
+    }
+}
+
 fn err(what: &str) -> impl Fn(io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -100,17 +138,44 @@ fn noop(d: &Device) -> Result<Stat, String> {
     Ok(median_p90(&mut t))
 }
 
-/// Map and unmap one 4 KiB page, over and over, in a VM of its own; the
-/// medians of each.
-fn pairs(d: &Device) -> Result<(Stat, Stat, Tables), String> {
+/// What panthor's and msm's formulas reserve for `pairs` map + unmap
+/// pairs of one 4 KiB page at [`PAIR_VA`], one bind per op.
+fn pair_budgets(pairs: usize) -> (u64, u64) {
+    let (mut panthor, mut msm) = (0, 0);
+    for job in [
+        [Op::Map {
+            va: PAIR_VA,
+            size: SZ_4K,
+        }],
+        [Op::Unmap {
+            va: PAIR_VA,
+            size: SZ_4K,
+        }],
+    ] {
+        panthor += budget::panthor(&job);
+        msm += budget::msm(&job);
+    }
+    (panthor * pairs as u64, msm * pairs as u64)
+}
+
+/// The sync pairs: the medians of the maps and of the unmaps, and the
+/// time of all the ioctls.
+struct Pairs {
+    map: Stat,
+    unmap: Stat,
+    total_ns: u64,
+    tables: Tables,
+}
+
+/// Map and unmap one 4 KiB page, over and over, in a VM of its own, with
+/// synchronous binds.
+fn pairs(d: &Device) -> Result<Pairs, String> {
     let vm = d.vm_create(0).map_err(err("VM_CREATE"))?;
     let bo = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(err("GEM_CREATE"))?;
-    let va = 0x1000_0000;
-    let map = DrmMirageVmBindOp::map(bo.handle(), 0, va, SZ_4K);
-    let unmap = DrmMirageVmBindOp::unmap(va, SZ_4K);
+    let map = DrmMirageVmBindOp::map(bo.handle(), 0, PAIR_VA, SZ_4K);
+    let unmap = DrmMirageVmBindOp::unmap(PAIR_VA, SZ_4K);
     let before = pool(vm);
     let (mut tm, mut tu) = (Vec::with_capacity(PAIRS), Vec::with_capacity(PAIRS));
-    let (mut panthor, mut msm) = (0, 0);
     for _ in 0..PAIRS {
         let (ns, r) = timed(|| d.vm_bind(vm, 0, &[map], &[]));
         r.map_err(err("VM_BIND map"))?;
@@ -118,16 +183,10 @@ fn pairs(d: &Device) -> Result<(Stat, Stat, Tables), String> {
         let (ns, r) = timed(|| d.vm_bind(vm, 0, &[unmap], &[]));
         r.map_err(err("VM_BIND unmap"))?;
         tu.push(ns);
-        for job in [
-            [Op::Map { va, size: SZ_4K }],
-            [Op::Unmap { va, size: SZ_4K }],
-        ] {
-            panthor += budget::panthor(&job);
-            msm += budget::msm(&job);
-        }
     }
     let mirage = before.and_then(|b| pool(vm).map(|a| a.since(&b)));
     d.vm_destroy(vm).map_err(err("VM_DESTROY"))?;
+    let (panthor, msm) = pair_budgets(PAIRS);
     let tables = Tables {
         what: "4 KiB map + unmap pairs",
         ops: 2 * PAIRS,
@@ -135,7 +194,12 @@ fn pairs(d: &Device) -> Result<(Stat, Stat, Tables), String> {
         panthor,
         msm,
     };
-    Ok((median_p90(&mut tm), median_p90(&mut tu), tables))
+    Ok(Pairs {
+        total_ns: tm.iter().chain(&tu).sum(),
+        map: median_p90(&mut tm),
+        unmap: median_p90(&mut tu),
+        tables,
+    })
 }
 
 /// [`ARRAYS`] binds of [`ARRAY_OPS`] 4 KiB maps each, at distinct,
@@ -239,6 +303,36 @@ fn exec_jobs(d: &Device) -> Result<Stat, String> {
     Ok(median_p90(&mut times))
 }
 
+/// One row of the page-table table: mirage's counts (`n/a` if debugfs
+/// could not be read) and the formulas', each with its ratio to what
+/// mirage used.
+fn table_row(t: &Tables) -> String {
+    let (used, reserved, dry, left) = match &t.mirage {
+        Ok(p) => (
+            p.used.to_string(),
+            format!("{} ({})", p.reserved, ratio(p.reserved, p.used)),
+            p.exhausted.to_string(),
+            p.available.to_string(),
+        ),
+        Err(_) => ("n/a".into(), "n/a".into(), "n/a".into(), "n/a".into()),
+    };
+    let vs = |n: u64| match &t.mirage {
+        Ok(p) => format!("{n} ({})", ratio(n, p.used)),
+        Err(_) => n.to_string(),
+    };
+    format!(
+        "{:<30} {:>6} {:>6} {:>16} {:>16} {:>16} {:>5} {:>5}",
+        t.what,
+        t.ops,
+        used,
+        reserved,
+        vs(t.panthor),
+        vs(t.msm),
+        dry,
+        left
+    )
+}
+
 fn run() -> Result<(), String> {
     let d = Device::open().map_err(err("opening the render node"))?;
     println!("mirage-bench: costs measured side by side in this one boot. The guest runs");
@@ -255,9 +349,40 @@ fn run() -> Result<(), String> {
         noop,
         &noop,
     );
-    let (map, unmap, pair_tables) = pairs(&d)?;
-    line(&format!("VM_BIND map 4 KiB, {PAIRS} calls"), map, &noop);
-    line(&format!("VM_BIND unmap 4 KiB, {PAIRS} calls"), unmap, &noop);
+    let pairs = pairs(&d)?;
+    line(
+        &format!("VM_BIND map 4 KiB, {PAIRS} calls"),
+        pairs.map,
+        &noop,
+    );
+    line(
+        &format!("VM_BIND unmap 4 KiB, {PAIRS} calls"),
+        pairs.unmap,
+        &noop,
+    );
+    rate_line(
+        "  sync, map + unmap: per bind",
+        pairs.total_ns,
+        2 * PAIRS,
+        &noop,
+    );
+    let tenth = bind_async::TENTH;
+    let signalled = bind_async::signalled(&d)?;
+    let held = bind_async::held(&d)?;
+    for (how, s, run) in [
+        ("in-fence signalled", &signalled, "per bind"),
+        ("in-fence held", &held, "drain per bind"),
+    ] {
+        line(&format!("  async, {how}: submit"), s.submit, &noop);
+        line(&format!("    of the first {tenth} binds"), s.first, &noop);
+        line(&format!("    of the last {tenth} binds"), s.last, &noop);
+        rate_line(
+            &format!("  async, {how}: {run}"),
+            s.run_ns,
+            bind_async::BINDS,
+            &noop,
+        );
+    }
     let (per_op, unmap_all, array_tables) = arrays(&d)?;
     line(
         &format!("VM_BIND of {ARRAY_OPS} 4 KiB maps, per op ({ARRAYS} calls)"),
@@ -274,48 +399,40 @@ fn run() -> Result<(), String> {
         None => println!("{exec:<44} n/a (not measured yet)"),
         Some(r) => line(exec, r?, &noop),
     }
+    println!(
+        "(sync: the {PAIRS} map + unmap pairs as {} sync binds, all the ioctls' time / binds;",
+        2 * PAIRS
+    );
+    println!(" async: the same pairs as async binds on one bind queue, each with a wait entry");
+    println!(" and a signal entry; submit: each ioctl, and those of the first and last");
+    println!(" tenth of the binds; per bind: first submission to last out-fence / binds;");
+    println!(" held: every bind waits for one fence, opened once all are queued; drain:");
+    println!(" its opening to the last out-fence / binds)");
 
     println!();
     println!("page tables reserved for the binds above, against the tables mirage used");
     println!(
-        "{:<30} {:>6} {:>6} {:>16} {:>16} {:>16}",
-        "binds", "ops", "used", "mirage reserved", "panthor would", "msm would"
+        "{:<30} {:>6} {:>6} {:>16} {:>16} {:>16} {:>5} {:>5}",
+        "binds", "ops", "used", "mirage reserved", "panthor would", "msm would", "dry", "left"
     );
     let mut missing = None;
-    for t in [&pair_tables, &array_tables] {
-        let (used, reserved) = match &t.mirage {
-            Ok(p) => (
-                p.used.to_string(),
-                format!("{} ({})", p.reserved, ratio(p.reserved, p.used)),
-            ),
-            Err(e) => {
-                missing = Some(e.clone());
-                ("n/a".into(), "n/a".into())
-            }
-        };
-        let vs = |n: u64| match &t.mirage {
-            Ok(p) => format!("{n} ({})", ratio(n, p.used)),
-            Err(_) => n.to_string(),
-        };
-        println!(
-            "{:<30} {:>6} {:>6} {:>16} {:>16} {:>16}",
-            t.what,
-            t.ops,
-            used,
-            reserved,
-            vs(t.panthor),
-            vs(t.msm)
-        );
-        if let Ok(p) = &t.mirage {
-            if p.exhausted != 0 {
-                println!("  (the pool ran dry {} times: a driver bug)", p.exhausted);
-            }
+    for t in [
+        &pairs.tables,
+        &signalled.tables,
+        &held.tables,
+        &array_tables,
+    ] {
+        println!("{}", table_row(t));
+        if let Err(e) = &t.mirage {
+            missing = Some(e.clone());
         }
     }
     if let Some(e) = missing {
         println!("mirage's counts: n/a ({e})");
     }
-    println!("(ratios: reserved / used; panthor and msm counted with their drivers' formulas)");
+    println!("(ratios: reserved / used; panthor and msm counted with their drivers' formulas;");
+    println!(" dry: allocations the reservation could not serve, a driver bug unless 0;");
+    println!(" left: reserved tables still unused once every bind executed, 0 if exact)");
     Ok(())
 }
 
@@ -343,6 +460,72 @@ mod tests {
                 median: 42,
                 p90: 42
             }
+        );
+    }
+
+    #[test]
+    fn per_bind_and_per_second_round_and_refuse_nothing_in_no_time() {
+        assert_eq!(per_and_rate(1_000_000_000, 4000), Some((250_000, 4000)));
+        // 2 in 3 ns: 1 ns each (down), 666.67 M/s (to nearest).
+        assert_eq!(per_and_rate(3, 2), Some((1, 666_666_667)));
+        assert_eq!(per_and_rate(2_000_000_001, 1), Some((2_000_000_001, 0)));
+        assert_eq!(per_and_rate(0, 5), None);
+        assert_eq!(per_and_rate(5, 0), None);
+        // More per second than a u64 holds: saturates, does not wrap.
+        assert_eq!(per_and_rate(1, usize::MAX).map(|r| r.1), Some(u64::MAX));
+    }
+
+    #[test]
+    fn the_pairs_budget_as_panthor_and_msm_would_per_op() {
+        // A 4 KiB map reserves an L1, L2 and L3 table in both; the unmap
+        // of a page at a 2 MiB-aligned address one L3 in panthor (its
+        // end may split a block), none in msm.
+        assert_eq!(pair_budgets(1), (3 + 1, 3));
+        assert_eq!(pair_budgets(PAIRS), (8000, 6000));
+        assert_eq!(pair_budgets(0), (0, 0));
+    }
+
+    #[test]
+    fn a_table_row_puts_every_count_in_its_column() {
+        let mut t = Tables {
+            what: "  async, in-fence held",
+            ops: 4000,
+            mirage: Ok(debugfs::Pool {
+                reserved: 4,
+                used: 3,
+                exhausted: 1,
+                available: 2,
+                ..Default::default()
+            }),
+            panthor: 8000,
+            msm: 6000,
+        };
+        let row = table_row(&t);
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "async,",
+                "in-fence",
+                "held",
+                "4000",
+                "3",
+                "4",
+                "(1.33x)",
+                "8000",
+                "(2666.67x)",
+                "6000",
+                "(2000.00x)",
+                "1",
+                "2"
+            ]
+        );
+        assert!(row.starts_with("  async, in-fence held "), "{row:?}");
+        t.mirage = Err("no debugfs".into());
+        let cols: Vec<String> = table_row(&t).split_whitespace().map(String::from).collect();
+        assert_eq!(
+            cols[3..],
+            ["4000", "n/a", "n/a", "8000", "6000", "n/a", "n/a"]
         );
     }
 
