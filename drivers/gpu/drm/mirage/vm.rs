@@ -587,11 +587,15 @@ impl<B: Backend> VmCore<B> {
         // What the bind waits for besides `waits` and its queue's order.
         let mut deps = KVec::new();
         for p in state.pending.iter() {
-            let overlaps = p
-                .ranges
-                .iter()
-                .any(|a| ranges.iter().any(|b| a.start < b.end && b.start < a.end));
-            if (p.queue != queue && overlaps) || (sync && p.queue == queue) {
+            // The queue orders its own binds; a synchronous bind waits for them first.
+            let dep = if p.queue == queue {
+                sync
+            } else {
+                p.ranges
+                    .iter()
+                    .any(|a| ranges.iter().any(|b| a.start < b.end && b.start < a.end))
+            };
+            if dep {
                 deps.push(p.fence.clone(), GFP_KERNEL)?;
             }
         }
