@@ -968,12 +968,12 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
 
     // Binds queued behind the stuck job, on a VM's default bind queue and on
     // a bind queue of its own: the file's close cancels them.
-    let extra = Bo::new(d, SZ_2M, SYSTEM, a.vm).map_err(e2s)?;
+    let extra = Bo::new(d, SZ_4K, SYSTEM, a.vm).map_err(e2s)?;
     d.vm_bind(
         a.vm,
         0,
         &[
-            DrmMirageVmBindOp::map(extra.handle(), 0, 0x6000_0000, SZ_2M),
+            DrmMirageVmBindOp::map(extra.handle(), 0, 0x6000_0000, SZ_4K),
             DrmMirageVmBindOp::unmap(0x4000_0000, SZ_4K),
         ],
         &[DrmMirageSync::wait(gate)],
