@@ -783,12 +783,14 @@ impl<B: Backend> VmCore<B> {
         before: &[BindOp<B>],
     ) -> Result<KVec<Range<u64>>> {
         let mut ranges = KVec::new();
+        let mut res: Result = Ok(());
         state.gpuvm.for_each_va(0..self.va_end, |va| {
-            if core::ptr::eq(va.obj(), bo) {
-                // Allocation failures are reported below.
-                let _ = ranges.push(va.range(), GFP_KERNEL);
+            if res.is_ok() && core::ptr::eq(va.obj(), bo) {
+                res = ranges.push(va.range(), GFP_KERNEL).map_err(Into::into);
             }
         });
+        // A mapping left out would stay mapped: fail the bind instead.
+        res?;
         for op in before {
             let (cut, add) = match op {
                 BindOp::Map { range, bo: b, .. } => (
