@@ -311,6 +311,10 @@ const TESTS: &[(&str, Test)] = &[
         vm::vm_bind_without_memory_changes_nothing,
     ),
     (
+        "vm_bind_fail_nth_changes_nothing",
+        vm::vm_bind_fail_nth_changes_nothing,
+    ),
+    (
         "exec_fill_and_store_through_mappings",
         exec::exec_fill_and_store_through_mappings,
     ),

@@ -1,7 +1,7 @@
 //! GEM objects, VMs and binds through the uAPI: every error with its exact
 //! errno, and the paths that succeed.
 
-use crate::exec::{Ctx, CMD_SIZE, CMD_VA};
+use crate::exec::{fence_status, Ctx, CMD_SIZE, CMD_VA};
 use crate::{check, deadline_in, e2s, errno, TestResult};
 use mirage::cmd::{fnv1a64, CmdBuf};
 use mirage::uapi::*;
@@ -1159,5 +1159,400 @@ pub fn vm_bind_without_memory_changes_nothing(d: &Device) -> TestResult {
     d.vm_bind(vm, 0, &ops, &[]).map_err(e2s)?;
     check!(vm_debug(vm)?.vas.is_empty(), "UNMAP_ALL left mappings");
     d.vm_destroy(vm).map_err(e2s)?;
+    Ok(())
+}
+
+/// Debugfs knobs of the kernel's fault-injection capabilities, set for a test; the old values
+/// go back when dropped, however the test ends.
+struct FaultAttrs(Vec<(&'static str, String)>);
+
+impl FaultAttrs {
+    fn set(knobs: &[(&'static str, &str)]) -> Result<Self, String> {
+        let mut saved = FaultAttrs(Vec::new());
+        for &(path, want) in knobs {
+            let old = std::fs::read_to_string(path)
+                .map_err(|e| format!("{path}: {e} (no CONFIG_FAULT_INJECTION_DEBUG_FS?)"))?;
+            // Saved before the write: a failing write is undone too.
+            saved.0.push((path, old.trim().to_string()));
+            std::fs::write(path, want).map_err(|e| format!("{path}: {e}"))?;
+        }
+        Ok(saved)
+    }
+}
+
+impl Drop for FaultAttrs {
+    fn drop(&mut self) {
+        for (path, v) in self.0.iter().rev() {
+            let _ = std::fs::write(path, v);
+        }
+    }
+}
+
+/// This thread's `/proc/thread-self/fail-nth`. Written n, the thread's n-th allocation that
+/// an enabled capability (failslab, fail_page_alloc) may fail, fails; each such allocation
+/// counts it down, so it reads 0 once the failure was injected and n minus the allocations
+/// seen otherwise. Disarmed (0) when dropped.
+struct FailNth(std::fs::File);
+
+impl FailNth {
+    fn open() -> Result<Self, String> {
+        let path = "/proc/thread-self/fail-nth";
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(FailNth)
+            .map_err(|e| format!("{path}: {e} (a kernel without CONFIG_FAULT_INJECTION?)"))
+    }
+
+    /// Writes the decimal text `n`. The descriptor is open already and the kernel reads the
+    /// count from the buffer: nothing here allocates in the kernel or faults a page in.
+    fn write(&self, n: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.write_at(n, 0).map(drop)
+    }
+
+    /// Reads the count into `buf`, without allocating; see [`FailNth::parse`].
+    fn read(&self, buf: &mut [u8; 16]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        self.0.read_at(buf, 0)
+    }
+
+    fn parse(read: io::Result<usize>, buf: &[u8; 16]) -> Result<u32, String> {
+        let len = read.map_err(|e| format!("reading fail-nth: {e}"))?;
+        let text = std::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("");
+        text.trim()
+            .parse()
+            .map_err(|_| format!("fail-nth reads {text:?}"))
+    }
+}
+
+impl Drop for FailNth {
+    fn drop(&mut self) {
+        let _ = self.write(b"0");
+    }
+}
+
+/// The BOs and bytes of [`vm_bind_fail_nth_changes_nothing`], and what the CPU computed of
+/// them.
+struct FailNthBos<'d> {
+    /// BOs mapped in every round's VM before its bind; the bind's new BO is made per round.
+    bos: Vec<Bo<'d>>,
+    /// The bytes of each BO, the new one's last.
+    contents: Vec<Vec<u8>>,
+    /// fnv1a64 of (BO, offset, length): the same mappings come back every round.
+    sums: std::collections::HashMap<(usize, u64, u64), u64>,
+}
+
+impl FailNthBos<'_> {
+    fn sum(&mut self, bo: usize, off: u64, len: u64) -> u64 {
+        let contents = &self.contents;
+        *self
+            .sums
+            .entry((bo, off, len))
+            .or_insert_with(|| fnv1a64(&contents[bo][off as usize..(off + len) as usize]))
+    }
+}
+
+/// Checks VM `c` against `model`: the VA tree, the page table's mapped bytes, a pool with
+/// nothing left reserved, and the GPU's checksum of every mapping.
+fn fail_nth_expect(c: &Ctx, model: &Model, data: &mut FailNthBos, what: &str) -> TestResult {
+    const RESULTS: u64 = CMD_SIZE / 2;
+    let dbg = vm_debug(c.vm)?;
+    check!(dbg.usable, "{what}: the VM is unusable");
+    check!(
+        dbg.vas == model.vas(),
+        "{what}: VA tree\n{:x?}\nwant\n{:x?}",
+        dbg.vas,
+        model.vas()
+    );
+    let [_, _, _, _, exhausted, _, _, available] = dbg.pool;
+    check!(
+        exhausted == 0 && available == 0,
+        "{what}: pool {:?} (exhausted or tables left reserved)",
+        dbg.pool
+    );
+    let want: u64 = model.0.iter().map(|m| m.1 - m.0).sum();
+    check!(
+        dbg.mapped() == want,
+        "{what}: the page table maps {:#x} bytes ({:?} leaves), the VA tree {want:#x}",
+        dbg.mapped(),
+        dbg.leaves
+    );
+    // One job checksums every mapping but the command BO's.
+    let maps: Vec<_> = model
+        .0
+        .iter()
+        .filter(|m| m.2 < data.contents.len())
+        .copied()
+        .collect();
+    let mut cb = CmdBuf::new();
+    for (i, &(s, e, _, _)) in maps.iter().enumerate() {
+        cb.checksum(s, e - s, CMD_VA + RESULTS + 8 * i as u64);
+    }
+    cb.end();
+    let status = c.run(&cb)?;
+    check!(status == 0, "{what}: the checksum job failed with {status}");
+    let cmd = c.cmd.mmap().map_err(e2s)?;
+    for (i, &(s, e, b, off)) in maps.iter().enumerate() {
+        let got = cmd
+            .read_u64((RESULTS + 8 * i as u64) as usize)
+            .map_err(e2s)?;
+        check!(
+            got == data.sum(b, off, e - s),
+            "{what}: the GPU reads other bytes through {s:#x}..{e:#x} (BO {b} at {off:#x})"
+        );
+    }
+    Ok(())
+}
+
+/// What one round of [`vm_bind_fail_nth_changes_nothing`] saw.
+enum FailNthRound {
+    /// The injected failure failed the ioctl.
+    Failed,
+    /// An allocation failed, and the ioctl went through all the same.
+    Tolerated,
+    /// The ioctl made fewer allocations than n: this many.
+    Done(u32),
+}
+
+/// Waits for the bind whose fence goes to `out` and checks it ended well.
+fn fail_nth_wait(d: &Device, out: u32, what: &str) -> TestResult {
+    d.syncobj_wait(out, 0, deadline_in(10_000))
+        .map_err(|e| format!("{what}: the bind's out-fence did not signal: {e}"))?;
+    let status = fence_status(d, out)?;
+    check!(status == 0, "{what}: the bind's fence signalled {status}");
+    Ok(())
+}
+
+/// One round: a fresh VM with mappings, then the bind with its `n`-th allocation failing.
+fn fail_nth_round(
+    d: &Device,
+    fail: &FailNth,
+    n: u32,
+    ready: u32,
+    data: &mut FailNthBos,
+) -> Result<FailNthRound, String> {
+    const A: u64 = 0x4000_0000;
+    const B: u64 = 0x5000_0000;
+    const E: u64 = 0x5800_0000;
+    // Past the first 512 GiB: the bind must reserve tables at three levels.
+    const C: u64 = 0x80_0000_0000;
+    let c = Ctx::new(d)?;
+    let (a, b, e) = (&data.bos[0], &data.bos[1], &data.bos[2]);
+    // The bind's new BO: its pages are in, but it was never mapped, so the ioctl builds its
+    // scatter list.
+    let new = Bo::new(d, data.contents[3].len() as u64, SYSTEM, 0).map_err(e2s)?;
+    new.mmap()
+        .map_err(e2s)?
+        .write(0, &data.contents[3])
+        .map_err(e2s)?;
+    let mut model = Model::default();
+    model.map(CMD_VA, CMD_VA + CMD_SIZE, usize::MAX, 0);
+    let setup = [
+        (a, 0, A, SZ_2M, 0),
+        (b, 0, B, b.size(), 1),
+        (e, 0, E, 4 * SZ_4K, 2),
+        (e, 4 * SZ_4K, E + 8 * SZ_4K, 4 * SZ_4K, 2),
+    ];
+    let ops: Vec<_> = setup
+        .iter()
+        .map(|&(bo, off, va, len, _)| DrmMirageVmBindOp::map(bo.handle(), off, va, len))
+        .collect();
+    d.vm_bind(c.vm, 0, &ops, &[]).map_err(e2s)?;
+    for &(_, off, va, len, i) in &setup {
+        model.map(va, va + len, i, off);
+    }
+    let before = vm_debug(c.vm)?;
+    check!(
+        before.leaves[1] == 1,
+        "A's mapping is not one 2 MiB block ({:?} leaves): the BO got no 2 MiB folio",
+        before.leaves
+    );
+
+    // Every kind of op, each needing memory: a MAP that splits A's mapping (and its block),
+    // an UNMAP that splits B's, a MAP of the new BO where no table is, an UNMAP_ALL.
+    let ops = [
+        DrmMirageVmBindOp::map(b.handle(), 2 * SZ_4K, A + 0x10_1000, 3 * SZ_4K),
+        DrmMirageVmBindOp::unmap(B + 4 * SZ_4K, 4 * SZ_4K),
+        DrmMirageVmBindOp::map(new.handle(), 0, C, new.size()),
+        DrmMirageVmBindOp::unmap_all(e.handle()),
+    ];
+    let mut after = model.clone();
+    after.map(A + 0x10_1000, A + 0x10_4000, 1, 2 * SZ_4K);
+    after.unmap(B + 4 * SZ_4K, B + 8 * SZ_4K);
+    after.map(C, C + new.size(), 3, 0);
+    after.unmap_all(2);
+    let out = d.syncobj_create(0).map_err(e2s)?;
+    let syncs = [DrmMirageSync::wait(ready), DrmMirageSync::signal(out)];
+
+    // Everything the ioctl needs is built and touched before fail-nth is armed, and nothing
+    // runs between the two but the syscalls: the n-th allocation is the ioctl's.
+    let mut args = vm_bind_args(c.vm, 0, &ops, &syncs).map_err(e2s)?;
+    let arm = n.to_string();
+    let mut buf = [0u8; 16];
+    fail.write(arm.as_bytes())
+        .map_err(|e| format!("n={n}: arming fail-nth: {e}"))?;
+    let r = d.vm_bind_raw(&mut args);
+    let read = fail.read(&mut buf);
+    fail.write(b"0")
+        .map_err(|e| format!("n={n}: disarming fail-nth: {e}"))?;
+    let left = FailNth::parse(read, &buf).map_err(|e| format!("n={n}: {e}"))?;
+
+    let round = match r {
+        Err(err) => {
+            let what = format!("n={n}, the bind failed");
+            check!(
+                err.raw_os_error() == Some(libc::ENOMEM),
+                "n={n}: the bind failed with {err} (errno {:?}), want ENOMEM",
+                err.raw_os_error()
+            );
+            check!(
+                left == 0,
+                "{what}, but no allocation failed (fail-nth reads {left})"
+            );
+            match d.syncobj_export_sync_file(out) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Ok(_) => return Err(format!("{what}: its out-syncobj got a fence")),
+                Err(e) => return Err(format!("{what}: exporting its out-syncobj: {e}")),
+            }
+            let now = vm_debug(c.vm)?;
+            check!(
+                now.vas == before.vas,
+                "{what}: VA tree changed: {:x?} -> {:x?}",
+                before.vas,
+                now.vas
+            );
+            check!(
+                now.leaves == before.leaves,
+                "{what}: pt leaves changed: {:?} -> {:?}",
+                before.leaves,
+                now.leaves
+            );
+            check!(
+                now.pool == before.pool,
+                "{what}: pool changed: {:?} -> {:?}",
+                before.pool,
+                now.pool
+            );
+            fail_nth_expect(&c, &model, data, &what)?;
+            // Nothing of the failed attempt stayed behind: the same bind now goes through.
+            let what = format!("n={n}, the bind after the failure");
+            d.vm_bind(c.vm, 0, &ops, &syncs)
+                .map_err(|e| format!("{what}: {e}"))?;
+            fail_nth_wait(d, out, &what)?;
+            fail_nth_expect(&c, &after, data, &what)?;
+            FailNthRound::Failed
+        }
+        Ok(()) => {
+            let (what, round) = match left {
+                0 => (
+                    format!("n={n}, the bind went through a failed allocation"),
+                    FailNthRound::Tolerated,
+                ),
+                _ => (
+                    format!("n={n}, the bind with no failure"),
+                    FailNthRound::Done(n - left),
+                ),
+            };
+            fail_nth_wait(d, out, &what)?;
+            fail_nth_expect(&c, &after, data, &what)?;
+            round
+        }
+    };
+    d.syncobj_destroy(out).map_err(e2s)?;
+    Ok(round)
+}
+
+/// Every allocation of a VM_BIND ioctl fails in turn, injected by the kernel (failslab and
+/// fail_page_alloc, through `/proc/thread-self/fail-nth`): the n-th allocation in round n, until
+/// the ioctl makes fewer than n. The bind is asynchronous and has every kind of op, a wait and
+/// a signal entry. Each time the ioctl fails, it fails with ENOMEM and leaves the VM as it was:
+/// VA tree, page table, pool (nothing left reserved), an out-syncobj with no fence, and what the
+/// GPU reads through every mapping; then the same bind goes through. An ioctl that gets over a
+/// failed allocation must do the whole bind.
+pub fn vm_bind_fail_nth_changes_nothing(d: &Device) -> TestResult {
+    // More than the ioctl's allocations, kmemleak's and KASAN's own among them.
+    const MAX_N: u32 = 1000;
+    const MAX_ERRORS: usize = 10;
+    let t0 = std::time::Instant::now();
+    // Allocations that may sleep fail too (the driver's are GFP_KERNEL), and so do page
+    // allocations of any order; without a word in the log for each.
+    let _attrs = FaultAttrs::set(&[
+        ("/sys/kernel/debug/failslab/ignore-gfp-wait", "N"),
+        ("/sys/kernel/debug/failslab/verbose", "0"),
+        ("/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait", "N"),
+        ("/sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem", "N"),
+        ("/sys/kernel/debug/fail_page_alloc/min-order", "0"),
+        ("/sys/kernel/debug/fail_page_alloc/verbose", "0"),
+    ])?;
+    let fail = FailNth::open()?;
+    // Nothing is armed yet; and the reads and writes of a round, which run while it is, have
+    // run once, so that none faults in a page of code then.
+    let mut buf = [0u8; 16];
+    let read = fail.read(&mut buf);
+    check!(
+        FailNth::parse(read, &buf)? == 0,
+        "fail-nth armed before the test"
+    );
+    fail.write(b"0").map_err(|e| format!("fail-nth: {e}"))?;
+    // A (2 MiB, one 2 MiB folio, so that its mapping is a block), B, E, and the bytes of the
+    // new BO each round makes: every 8 bytes differ.
+    let sizes = [SZ_2M, 16 * SZ_4K, 8 * SZ_4K, 8 * SZ_4K];
+    let huge = ShmemHugePages::force()?;
+    let mut data = FailNthBos {
+        bos: Vec::new(),
+        contents: Vec::new(),
+        sums: Default::default(),
+    };
+    for (i, &size) in sizes.iter().enumerate() {
+        let bytes: Vec<u8> = (0..size / 8)
+            .flat_map(|w| ((i as u64 + 1) << 56 | w).to_le_bytes())
+            .collect();
+        if i < 3 {
+            let bo = Bo::new(d, size, SYSTEM, 0).map_err(e2s)?;
+            bo.mmap().map_err(e2s)?.write(0, &bytes).map_err(e2s)?;
+            data.bos.push(bo);
+        }
+        data.contents.push(bytes);
+    }
+    drop(huge);
+    let ready = d.syncobj_create(DRM_SYNCOBJ_CREATE_SIGNALED).map_err(e2s)?;
+    let (mut failed, mut tolerated) = (0, 0);
+    let mut points = None;
+    // Rounds are independent (each has its VM): one that goes wrong does not stop the others,
+    // so that one run shows every allocation the driver mishandles.
+    let mut errors = Vec::new();
+    for n in 1..=MAX_N {
+        match fail_nth_round(d, &fail, n, ready, &mut data) {
+            Ok(FailNthRound::Failed) => failed += 1,
+            Ok(FailNthRound::Tolerated) => tolerated += 1,
+            Ok(FailNthRound::Done(p)) => {
+                points = Some(p);
+                break;
+            }
+            Err(e) => {
+                errors.push(e);
+                if errors.len() == MAX_ERRORS {
+                    errors.push(format!("stopped after {MAX_ERRORS} failed rounds"));
+                    break;
+                }
+            }
+        }
+    }
+    d.syncobj_destroy(ready).map_err(e2s)?;
+    println!(
+        "    # vm_bind_fail_nth_changes_nothing: {} injection points: {failed} failed the ioctl \
+         with ENOMEM, {tolerated} were got over, {} went wrong ({:.1} s)",
+        points.map_or("?".to_string(), |p| p.to_string()),
+        errors.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    check!(errors.is_empty(), "{}", errors.join("\n"));
+    check!(
+        points.is_some(),
+        "the ioctl still made an allocation at n={MAX_N}"
+    );
+    check!(failed > 0, "no injected failure failed the ioctl");
     Ok(())
 }
