@@ -1469,11 +1469,11 @@ fn fail_nth_round(
 /// the ioctl makes fewer than n. The bind is asynchronous and has every kind of op, a wait and
 /// a signal entry. Each time the ioctl fails, it fails with ENOMEM and leaves the VM as it was:
 /// VA tree, page table, pool (nothing left reserved), an out-syncobj with no fence, and what the
-/// GPU reads through every mapping; then the same bind goes through. An ioctl that gets over a
+/// GPU reads through every mapping; then the same bind goes through. An ioctl that gets past a
 /// failed allocation must do the whole bind.
 pub fn vm_bind_fail_nth_changes_nothing(d: &Device) -> TestResult {
-    // More than the ioctl's allocations, kmemleak's and KASAN's own among them.
-    const MAX_N: u32 = 1000;
+    // Well over the ioctl's allocations (some 150, kmemleak's and KASAN's own among them).
+    const MAX_N: u32 = 400;
     const MAX_ERRORS: usize = 10;
     let t0 = std::time::Instant::now();
     // Allocations that may sleep fail too (the driver's are GFP_KERNEL), and so do page
@@ -1534,7 +1534,6 @@ pub fn vm_bind_fail_nth_changes_nothing(d: &Device) -> TestResult {
             Err(e) => {
                 errors.push(e);
                 if errors.len() == MAX_ERRORS {
-                    errors.push(format!("stopped after {MAX_ERRORS} failed rounds"));
                     break;
                 }
             }
@@ -1543,9 +1542,14 @@ pub fn vm_bind_fail_nth_changes_nothing(d: &Device) -> TestResult {
     d.syncobj_destroy(ready).map_err(e2s)?;
     println!(
         "    # vm_bind_fail_nth_changes_nothing: {} injection points: {failed} failed the ioctl \
-         with ENOMEM, {tolerated} were got over, {} went wrong ({:.1} s)",
+         with ENOMEM, the ioctl got past {tolerated}; wrong results in {}{} ({:.1} s)",
         points.map_or("?".to_string(), |p| p.to_string()),
         errors.len(),
+        if errors.len() == MAX_ERRORS {
+            " (then the test stopped)"
+        } else {
+            ""
+        },
         t0.elapsed().as_secs_f64()
     );
     check!(errors.is_empty(), "{}", errors.join("\n"));
