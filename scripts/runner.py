@@ -89,7 +89,10 @@ class Scenario:
 # notices a broken device: were its ID check or its interrupt self-test
 # removed, they would bind and fail here.
 SCENARIOS = {
-    "guest": Scenario("guest", "test", control=True, expect_log=[
+    # A hang guard, not a speed limit: the test boot runs every KUnit suite twice, the
+    # in-guest tests (the fail-nth one alone is about a minute) and reloads; under TCG on a
+    # loaded machine it has taken up to ten minutes.
+    "guest": Scenario("guest", "test", control=True, timeout=1200, expect_log=[
         "self-tests passed (irq, dma, mmu job)",
         # Each fault injected through the control socket fails the next probe
         # with its own message (guest-init.sh).
