@@ -1215,24 +1215,7 @@ pub fn vm_bind_async_reserve_failure_changes_nothing(d: &Device) -> TestResult {
         "the failed bind gave its out-syncobj a fence"
     );
     let after = t.dbg()?;
-    check!(
-        after.vas == before.vas,
-        "VA tree changed: {:x?} -> {:x?}",
-        before.vas,
-        after.vas
-    );
-    check!(
-        after.pool == before.pool,
-        "pool changed: {:?} -> {:?}",
-        before.pool,
-        after.pool
-    );
-    check!(
-        after.leaves == before.leaves,
-        "pt leaves changed: {:?} -> {:?}",
-        before.leaves,
-        after.leaves
-    );
+    after.expect_unchanged(&before, "the failed bind")?;
     check!(after.usable, "the VM is unusable");
     queued.expect_pending("the bind queued before the failure")?;
     gate.release()?;

@@ -827,6 +827,30 @@ pub struct VmDebug {
 }
 
 impl VmDebug {
+    /// Checks that the VM shows what it showed as `before`: the VA tree, the pool's counters
+    /// and the page table's leaves. `what` names the step.
+    pub fn expect_unchanged(&self, before: &VmDebug, what: &str) -> TestResult {
+        check!(
+            self.vas == before.vas,
+            "{what}: VA tree changed: {:x?} -> {:x?}",
+            before.vas,
+            self.vas
+        );
+        check!(
+            self.pool == before.pool,
+            "{what}: pool changed: {:?} -> {:?}",
+            before.pool,
+            self.pool
+        );
+        check!(
+            self.leaves == before.leaves,
+            "{what}: pt leaves changed: {:?} -> {:?}",
+            before.leaves,
+            self.leaves
+        );
+        Ok(())
+    }
+
     /// Bytes the page table maps.
     pub fn mapped(&self) -> u64 {
         self.leaves[0] * (1 << 30) + self.leaves[1] * SZ_2M + self.leaves[2] * SZ_4K
@@ -1142,18 +1166,7 @@ pub fn vm_bind_without_memory_changes_nothing(d: &Device) -> TestResult {
         "bind with the reservation failing: {e:?}"
     );
     let after = vm_debug(vm)?;
-    check!(
-        after.vas == before.vas,
-        "VA tree changed: {:x?} -> {:x?}",
-        before.vas,
-        after.vas
-    );
-    check!(
-        after.pool == before.pool,
-        "pool changed: {:?} -> {:?}",
-        before.pool,
-        after.pool
-    );
+    after.expect_unchanged(&before, "the bind without memory")?;
     check!(after.usable, "VM unusable");
     // The injection was used up: the same array now goes through.
     d.vm_bind(vm, 0, &ops, &[]).map_err(e2s)?;
@@ -1416,25 +1429,7 @@ fn fail_nth_round(
                 Ok(_) => return Err(format!("{what}: its out-syncobj got a fence")),
                 Err(e) => return Err(format!("{what}: exporting its out-syncobj: {e}")),
             }
-            let now = vm_debug(c.vm)?;
-            check!(
-                now.vas == before.vas,
-                "{what}: VA tree changed: {:x?} -> {:x?}",
-                before.vas,
-                now.vas
-            );
-            check!(
-                now.leaves == before.leaves,
-                "{what}: pt leaves changed: {:?} -> {:?}",
-                before.leaves,
-                now.leaves
-            );
-            check!(
-                now.pool == before.pool,
-                "{what}: pool changed: {:?} -> {:?}",
-                before.pool,
-                now.pool
-            );
+            vm_debug(c.vm)?.expect_unchanged(&before, &what)?;
             fail_nth_expect(&c, &model, data, &what)?;
             // Nothing of the failed attempt stayed behind: the same bind now goes through.
             let what = format!("n={n}, the bind after the failure");
