@@ -231,9 +231,10 @@ enum drm_mirage_pat {
 	DRM_MIRAGE_PAT_UC = 1,
 };
 
-/* VM_BIND ops. 2 (MAP_USERPTR) and 4 (PREFETCH) are reserved, as in xe. */
+/* VM_BIND ops, numbered as in xe. 4 (PREFETCH) is reserved. */
 #define DRM_MIRAGE_VM_BIND_OP_MAP		0x0
 #define DRM_MIRAGE_VM_BIND_OP_UNMAP		0x1
+#define DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR	0x2
 #define DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL		0x3
 
 /* VM_BIND op flags; xe's bit numbers where xe has the flag. */
@@ -252,10 +253,17 @@ enum drm_mirage_pat {
  *   @obj, @obj_offset, @pat_index and @flags must be zero.
  * - UNMAP_ALL unmaps every mapping of BO @obj in the VM. @addr, @range,
  *   @obj_offset, @pat_index and @flags must be zero.
+ * - MAP_USERPTR maps [@userptr, @userptr + @range) of the calling process's
+ *   memory at [@addr, @addr + @range), as MAP does a BO's, without pinning
+ *   it: the VM follows the process's page tables (see "Userptr" in
+ *   Documentation/gpu/mirage.rst). @obj must be zero; flags READONLY (the GPU
+ *   only reads, and the process needs only read access) and NOEXEC apply.
+ *   A range that is not mapped in the process, or that does not allow the
+ *   access, fails with -EFAULT.
  *
- * For MAP and UNMAP, @addr, @range and @obj_offset must be 4 KiB aligned,
- * @range nonzero and the range below 2^DRM_MIRAGE_PARAM_VA_BITS; a MAP's
- * range must also lie inside the BO.
+ * For MAP, MAP_USERPTR and UNMAP, @addr, @range, @obj_offset and @userptr
+ * must be 4 KiB aligned, @range nonzero and the range below
+ * 2^DRM_MIRAGE_PARAM_VA_BITS; a MAP's range must also lie inside the BO.
  */
 struct drm_mirage_vm_bind_op {
 	/** @extensions: pointer to the first extension; must be zero. */
@@ -274,7 +282,7 @@ struct drm_mirage_vm_bind_op {
 		/** @obj_offset: offset into the BO of a MAP. */
 		__u64 obj_offset;
 
-		/** @userptr: reserved for MAP_USERPTR. */
+		/** @userptr: CPU address of a MAP_USERPTR. */
 		__u64 userptr;
 
 		/** @cpu_addr_mirror_offset: reserved; must be zero. */

@@ -11,6 +11,7 @@ use std::io;
 mod bind_async;
 mod exec;
 mod fuzz;
+mod userptr;
 mod vm;
 
 pub type TestResult = Result<(), String>;
@@ -398,6 +399,55 @@ const TESTS: &[(&str, Test)] = &[
         "vm_bind_async_unmap_without_memory_succeeds",
         bind_async::vm_bind_async_unmap_without_memory_succeeds,
     ),
+    (
+        "userptr_gpu_and_cpu_see_each_other",
+        userptr::userptr_gpu_and_cpu_see_each_other,
+    ),
+    (
+        "userptr_readonly_refuses_gpu_writes",
+        userptr::userptr_readonly_refuses_gpu_writes,
+    ),
+    (
+        "userptr_bind_rejects_bad_input",
+        userptr::userptr_bind_rejects_bad_input,
+    ),
+    (
+        "userptr_dontneed_exec_sees_new_pages",
+        userptr::userptr_dontneed_exec_sees_new_pages,
+    ),
+    (
+        "userptr_munmap_then_exec_faults",
+        userptr::userptr_munmap_then_exec_faults,
+    ),
+    (
+        "userptr_unbind_removes_the_notifier",
+        userptr::userptr_unbind_removes_the_notifier,
+    ),
+    (
+        "userptr_exec_walks_only_the_invalidated",
+        userptr::userptr_exec_walks_only_the_invalidated,
+    ),
+    (
+        "userptr_fork_keeps_the_parent_view",
+        userptr::userptr_fork_keeps_the_parent_view,
+    ),
+    (
+        "userptr_invalidation_waits_for_the_gpu",
+        userptr::userptr_invalidation_waits_for_the_gpu,
+    ),
+    (
+        "userptr_exec_rechecks_after_a_late_invalidation",
+        userptr::userptr_exec_rechecks_after_a_late_invalidation,
+    ),
+    (
+        "userptr_async_bind_revalidates",
+        userptr::userptr_async_bind_revalidates,
+    ),
+    ("userptr_invalidate_race", userptr::userptr_invalidate_race),
+    (
+        "userptr_exit_with_jobs_in_flight",
+        userptr::userptr_exit_with_jobs_in_flight,
+    ),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 
@@ -416,6 +466,12 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         };
+    }
+    if filter == "--userptr-client" {
+        if let Err(e) = userptr::userptr_client() {
+            println!("{e}");
+        }
+        return std::process::ExitCode::FAILURE;
     }
     if filter == "--hold-fence" {
         let r = std::env::args()

@@ -824,6 +824,11 @@ pub struct VmDebug {
     pub vas: Vec<(u64, u64, u64)>,
     /// Leaves of the page table: 1 GiB blocks, 2 MiB blocks, 4 KiB pages.
     pub leaves: [u64; 3],
+    /// Userptrs: live, invalidated, invalidations, revalidated by the last
+    /// EXEC that revalidated any, revalidated in all.
+    pub userptr: [u64; 5],
+    /// The userptr id of each mapping of a userptr, in address order.
+    pub userptr_vas: Vec<(u64, u64, u64, u32)>,
 }
 
 impl VmDebug {
@@ -936,11 +941,40 @@ pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
                 (f.len() == 5 && f[0] == "va").then(|| (hex(f[1]), hex(f[2]), hex(f[4])))
             })
             .collect();
+        let userptr_vas = rest
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 7 && f[0] == "va" && f[5] == "userptr").then(|| {
+                    (
+                        hex(f[1]),
+                        hex(f[2]),
+                        hex(f[4]),
+                        f[6].parse().unwrap_or(u32::MAX),
+                    )
+                })
+            })
+            .collect();
+        let up_line = rest
+            .iter()
+            .find(|l| l.starts_with("userptr live "))
+            .ok_or("no userptr line")?;
+        let nums: Vec<u64> = up_line
+            .split_whitespace()
+            .skip(2)
+            .step_by(2)
+            .map(|x| x.parse().unwrap_or(u64::MAX))
+            .collect();
+        let userptr: [u64; 5] = nums
+            .try_into()
+            .map_err(|_| format!("userptr line {up_line:?}"))?;
         return Ok(VmDebug {
             usable: head.ends_with("usable 1"),
             pool,
             vas,
             leaves,
+            userptr,
+            userptr_vas,
         });
     }
     Err(format!("no debugfs file for VM {vm_id}"))

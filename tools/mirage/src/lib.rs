@@ -547,6 +547,18 @@ impl DrmMirageVmBindOp {
         }
     }
 
+    /// Maps `[userptr, userptr + range)` of this process's memory at `addr`,
+    /// write-back cacheable.
+    pub fn map_userptr(userptr: u64, addr: u64, range: u64) -> Self {
+        Self {
+            obj_offset: userptr,
+            addr,
+            range,
+            op: DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR,
+            ..Default::default()
+        }
+    }
+
     /// Unmaps every mapping of BO `obj`.
     pub fn unmap_all(obj: u32) -> Self {
         Self {
@@ -918,6 +930,17 @@ mod tests {
         assert_eq!(
             (u.op, u.obj, u.addr, u.range),
             (DRM_MIRAGE_VM_BIND_OP_UNMAP, 0, 0x1000, 0x2000)
+        );
+        let up = BindOp::map_userptr(0x7000_0000, 0x1000, 0x2000);
+        assert_eq!(
+            (up.op, up.obj, up.obj_offset, up.addr, up.range),
+            (
+                DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR,
+                0,
+                0x7000_0000,
+                0x1000,
+                0x2000
+            )
         );
         let all = BindOp::unmap_all(9);
         assert_eq!(

@@ -101,6 +101,7 @@ pub const DRM_MIRAGE_PAT_UC: u16 = 1;
 
 pub const DRM_MIRAGE_VM_BIND_OP_MAP: u32 = 0x0;
 pub const DRM_MIRAGE_VM_BIND_OP_UNMAP: u32 = 0x1;
+pub const DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR: u32 = 0x2;
 pub const DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL: u32 = 0x3;
 
 pub const DRM_MIRAGE_VM_BIND_FLAG_READONLY: u32 = 1 << 0;
@@ -109,8 +110,8 @@ pub const DRM_MIRAGE_VM_BIND_FLAG_NOEXEC: u32 = 1 << 16;
 /// `struct drm_mirage_vm_bind_op`.
 ///
 /// The C struct's anonymous union is the single u64 `obj_offset`: its other
-/// members, `userptr` and `cpu_addr_mirror_offset`, are reserved and share
-/// that u64 (the layout test checks they do).
+/// members, `userptr` (a MAP_USERPTR's CPU address) and the reserved
+/// `cpu_addr_mirror_offset`, share that u64 (the layout test checks they do).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DrmMirageVmBindOp {
@@ -755,6 +756,7 @@ mod tests {
             DRM_MIRAGE_PAT_UC,
             DRM_MIRAGE_VM_BIND_OP_MAP,
             DRM_MIRAGE_VM_BIND_OP_UNMAP,
+            DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR,
             DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL,
             DRM_MIRAGE_VM_BIND_FLAG_READONLY,
             DRM_MIRAGE_VM_BIND_FLAG_NOEXEC,

@@ -49,6 +49,12 @@ enum Checked {
     UnmapAll {
         obj: u32,
     },
+    MapUserptr {
+        cpu: u64,
+        addr: u64,
+        range: u64,
+        prot: u32,
+    },
 }
 
 fn aligned(v: u64) -> bool {
@@ -68,13 +74,16 @@ fn check_op(op: &uapi::drm_mirage_vm_bind_op) -> Result<Checked> {
     // SAFETY: Every member of the union is an integer of the same size.
     let offset = unsafe { op.__bindgen_anon_1.obj_offset };
     let (addr, range) = (op.addr, op.range);
+    let cached = || match u32::from(op.pat_index) {
+        uapi::drm_mirage_pat_DRM_MIRAGE_PAT_WB => Ok(true),
+        uapi::drm_mirage_pat_DRM_MIRAGE_PAT_UC => Ok(false),
+        _ => Err(EINVAL),
+    };
+    let readonly = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_READONLY != 0;
+    let noexec = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_NOEXEC != 0;
     match op.op {
         uapi::DRM_MIRAGE_VM_BIND_OP_MAP => {
-            let cached = match u32::from(op.pat_index) {
-                uapi::drm_mirage_pat_DRM_MIRAGE_PAT_WB => true,
-                uapi::drm_mirage_pat_DRM_MIRAGE_PAT_UC => false,
-                _ => return Err(EINVAL),
-            };
+            let cached = cached()?;
             if op.obj == 0
                 || op.flags & !KNOWN_FLAGS != 0
                 || range == 0
@@ -82,8 +91,6 @@ fn check_op(op: &uapi::drm_mirage_vm_bind_op) -> Result<Checked> {
             {
                 return Err(EINVAL);
             }
-            let readonly = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_READONLY != 0;
-            let noexec = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_NOEXEC != 0;
             Ok(Checked::Map {
                 obj: op.obj,
                 offset,
@@ -116,7 +123,25 @@ fn check_op(op: &uapi::drm_mirage_vm_bind_op) -> Result<Checked> {
             }
             Ok(Checked::UnmapAll { obj: op.obj })
         }
-        // MAP_USERPTR, PREFETCH and the rest are not supported (yet).
+        uapi::DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR => {
+            let cached = cached()?;
+            // `offset` is the union's `userptr`.
+            if op.obj != 0
+                || op.flags & !KNOWN_FLAGS != 0
+                || range == 0
+                || !aligned(addr | range | offset)
+                || offset.checked_add(range).is_none()
+            {
+                return Err(EINVAL);
+            }
+            Ok(Checked::MapUserptr {
+                cpu: offset,
+                addr,
+                range,
+                prot: Vm::prot(readonly, noexec, cached),
+            })
+        }
+        // PREFETCH and the rest are not supported (yet).
         _ => Err(EINVAL),
     }
 }
@@ -199,6 +224,16 @@ pub(crate) fn vm_bind(
             },
             Checked::UnmapAll { obj } => BindOp::UnmapAll {
                 bo: Bo::lookup_handle(file, obj)?,
+            },
+            Checked::MapUserptr {
+                cpu,
+                addr,
+                range,
+                prot,
+            } => BindOp::MapUserptr {
+                range: vm.check_range(addr, range)?,
+                cpu,
+                prot,
             },
         };
         ops.push(op, GFP_KERNEL)?;

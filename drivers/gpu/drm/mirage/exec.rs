@@ -30,7 +30,7 @@ use crate::{
     file::DrmFile,
     gpu::{Gpu, HwFenceOps, Submission},
     syncs::Syncs,
-    vm::Vm,
+    vm::{queue::BindQueue, Vm},
 };
 
 /// The fences of jobs, as userspace sees them.
@@ -99,6 +99,8 @@ static NEXT_ID: Atomic<u64> = Atomic::new(1);
 pub(crate) struct ExecQueue {
     /// `None` only while dropping.
     jobs: Option<JobQueue<ExecOps>>,
+    /// Where the queue's EXECs rebind the VM's invalidated userptrs.
+    rebinds: BindQueue<Gpu>,
     vm: Arc<Vm>,
     gpu: Arc<Gpu>,
 }
@@ -114,8 +116,10 @@ impl ExecQueue {
         };
         let jobs = JobQueue::new(c"mirage-exec", ops, 1, timeout)
             .inspect_err(|_| gpu.remove_exec_queue())?;
+        let rebinds = BindQueue::new(vm.clone()).inspect_err(|_| gpu.remove_exec_queue())?;
         Ok(Self {
             jobs: Some(jobs),
+            rebinds,
             vm,
             gpu: gpu.clone(),
         })
@@ -126,6 +130,13 @@ impl ExecQueue {
     }
 
     /// Submits the command buffer at `addr`, after `syncs`' in-fences; returns the job's fence.
+    ///
+    /// The VM's userptrs must map their current pages when the job runs: this is the
+    /// sequence of `Documentation/gpu/drm-vm-bind-locking.rst`, over the userptrs invalidated
+    /// since the last EXEC only. It faults them in (under the VM lock), locks the reservation
+    /// objects, rebinds them, then checks, holding the notifier lock until the job's fence is
+    /// in the VM's reservation object, that no invalidation came meanwhile; if one did, it
+    /// starts again.
     pub(crate) fn submit(&self, addr: u64, len: u32, syncs: &Syncs) -> Result<ARef<Fence>> {
         let jobs = self.jobs()?;
         if jobs.is_banned() {
@@ -147,27 +158,58 @@ impl ExecQueue {
             syncs.wait_fences(),
         )?;
 
-        // Lock the VM's reservation object and its external BOs' for the job's fence.
-        let mut exec = KBox::pin_init(Exec::new(Flag::InterruptibleWait.into(), 0), GFP_KERNEL)?;
         let gpuvm = self.vm.gpuvm();
-        exec.as_mut().lock_all(|locker| {
-            gpuvm.prepare_vm(locker, 1)?;
-            gpuvm.prepare_objects(locker, 1)
-        })?;
-        // Implicit synchronisation: the job may write any external BO, so it waits for their
-        // readers and writers (and for kernel work on any of them); BOOKKEEP fences, such as
-        // other jobs of this VM, do not order it.
-        exec.for_each_fence(Usage::Read, |fence| job.add_dependency(fence))?;
-        let fence = jobs.commit(job);
-        // Cannot fail: every object locked above has a slot reserved for it.
-        if gpuvm
-            .resv_add_fence(&exec, &fence, Usage::Bookkeep, Usage::Write)
-            .is_err()
-        {
-            kernel::warn_on!(true);
+        loop {
+            // Invalidations that keep hitting the userptrs can keep EXEC retrying: let a
+            // signal end it.
+            if kernel::current!().signal_pending() {
+                return Err(ERESTARTSYS);
+            }
+            // Takes the mmap lock: before any reservation object.
+            let mut revalidation = self.vm.fault_userptrs()?;
+
+            // Lock the VM's reservation object and its external BOs' for the job's fence, and
+            // the VM's for a rebind's.
+            let mut exec =
+                KBox::pin_init(Exec::new(Flag::InterruptibleWait.into(), 0), GFP_KERNEL)?;
+            exec.as_mut().lock_all(|locker| {
+                gpuvm.prepare_vm(locker, 2)?;
+                gpuvm.prepare_objects(locker, 1)
+            })?;
+            if let Some(r) = revalidation.as_mut() {
+                if let Some(rebind) = self.vm.rebind(r, &self.rebinds)? {
+                    // KERNEL usage: this job and every later one of the VM wait for it.
+                    exec.add_fence(self.vm.resv_root(), &rebind, Usage::Kernel)?;
+                }
+            }
+            // Implicit synchronisation: the job may write any external BO, so it waits for
+            // their readers and writers (and for kernel work on any of them, such as
+            // rebinds); BOOKKEEP fences, such as other jobs of this VM, do not order it.
+            exec.for_each_fence(Usage::Read, |fence| job.add_dependency(fence))?;
+
+            let delay = self.gpu.take_exec_check_delay();
+            if delay != 0 {
+                kernel::time::delay::fsleep(Delta::from_millis(i64::from(delay)));
+            }
+            let notifiers = self.vm.notifiers();
+            let lock = notifiers.read();
+            if !self.vm.userptrs_current(&lock, revalidation.as_ref()) {
+                continue;
+            }
+            let fence = jobs.commit(job);
+            // Cannot fail: every object locked above has a slot reserved for it.
+            if gpuvm
+                .resv_add_fence(&exec, &fence, Usage::Bookkeep, Usage::Write)
+                .is_err()
+            {
+                kernel::warn_on!(true);
+            }
+            // The job is in the VM's reservation object: an invalidation waits for it now.
+            drop(lock);
+            drop(exec);
+            drop(revalidation);
+            return Ok(fence);
         }
-        drop(exec);
-        Ok(fence)
     }
 }
 

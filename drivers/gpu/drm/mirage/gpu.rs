@@ -14,13 +14,15 @@
 
 use kernel::{
     debugfs,
-    device::Bound,
-    dma::Coherent,
+    device::{self, Bound},
+    dma::{Coherent, DataDirection},
     dma_buf::fence::{FenceOps, OwnedDriverFence},
     io::{register::Array, Io},
+    mm::hmm::{self, HmmPfn},
     new_mutex, pci,
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{Atomic, Relaxed},
         Mutex,
     },
@@ -105,6 +107,8 @@ struct Sched {
 #[pin_data]
 pub(crate) struct Gpu {
     bar: DevresBar0,
+    /// The PCI device, for the DMA mappings of userptr pages.
+    dev: ARef<device::Device>,
     /// `/sys/kernel/debug/mirage`: one file per VM, and the knobs below.
     debugfs: debugfs::Dir,
     /// `fail_next_reserve`: how many of the next page-table reservations fail with `ENOMEM`, to
@@ -116,6 +120,10 @@ pub(crate) struct Gpu {
     /// `fail_next_bind_run` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): how many of the next binds
     /// fail when they execute, after their ioctl returned, to test the error contract.
     fail_bind_run: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
+    /// `exec_check_delay_ms` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): the next EXEC sleeps this
+    /// long between faulting its userptrs in and its final check, so that a test can
+    /// invalidate one in between.
+    exec_check_delay: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
     /// Rings and completion records, `QUEUE_MEM` bytes per device queue.
     mem: Coherent<[u64]>,
     #[pin]
@@ -132,6 +140,7 @@ impl Gpu {
             regs::NUM_QUEUES * QUEUE_MEM / 8,
             GFP_KERNEL,
         )?;
+        let dev = ARef::<device::Device>::from(pdev.as_ref());
         let debugfs = debugfs::Dir::new(c"mirage");
         let fail_reserve = KBox::pin_init(
             debugfs.read_write_file(c"fail_next_reserve", Atomic::new(0u32)),
@@ -148,12 +157,15 @@ impl Gpu {
         };
         let alloc_in_signalling = hook(c"alloc_in_signalling")?;
         let fail_bind_run = hook(c"fail_next_bind_run")?;
+        let exec_check_delay = hook(c"exec_check_delay_ms")?;
         Ok(try_pin_init!(Self {
             bar,
+            dev,
             debugfs,
             fail_reserve,
             alloc_in_signalling,
             fail_bind_run,
+            exec_check_delay,
             mem,
             sched <- new_mutex!(Sched {
                 pending: KVec::new(),
@@ -173,6 +185,27 @@ impl Gpu {
         }))
     }
 
+    /// Maps a userptr's page for the device to read, and to write if `write`; returns its bus
+    /// address.
+    ///
+    /// # Safety
+    ///
+    /// As [`HmmPfn::dma_map`]'s.
+    pub(crate) unsafe fn dma_map_page(&self, page: HmmPfn, write: bool) -> Result<u64> {
+        // SAFETY: The caller's requirements are `dma_map`'s.
+        unsafe { page.dma_map(&self.dev, dma_dir(write)) }
+    }
+
+    /// Unmaps a page [`Self::dma_map_page`] mapped with the same `write`.
+    ///
+    /// # Safety
+    ///
+    /// As [`hmm::dma_unmap`]'s.
+    pub(crate) unsafe fn dma_unmap_page(&self, addr: u64, write: bool) {
+        // SAFETY: The caller's requirements are `dma_unmap`'s.
+        unsafe { hmm::dma_unmap(&self.dev, addr, dma_dir(write)) };
+    }
+
     /// `/sys/kernel/debug/mirage`.
     pub(crate) fn debugfs(&self) -> &debugfs::Dir {
         &self.debugfs
@@ -187,6 +220,14 @@ impl Gpu {
     /// (`alloc_in_signalling`).
     pub(crate) fn inject_alloc_in_signalling(&self) -> bool {
         self.alloc_in_signalling.as_ref().is_some_and(take_one)
+    }
+
+    /// How long the EXEC about to check its userptrs must sleep first (`exec_check_delay_ms`),
+    /// in ms; the knob goes back to 0.
+    pub(crate) fn take_exec_check_delay(&self) -> u32 {
+        self.exec_check_delay
+            .as_ref()
+            .map_or(0, |k| (***k).xchg(0, Relaxed))
     }
 
     /// Whether the bind about to execute must fail (`fail_next_bind_run`).
@@ -583,4 +624,13 @@ fn take_one(knob: &Pin<KBox<debugfs::File<Atomic<u32>>>>) -> bool {
         }
     }
     false
+}
+
+/// The DMA direction of a page the device reads, and writes if `write`.
+fn dma_dir(write: bool) -> DataDirection {
+    if write {
+        DataDirection::Bidirectional
+    } else {
+        DataDirection::ToDevice
+    }
 }

@@ -44,12 +44,14 @@ use kernel::{
     },
     iommu::pgtable::prot,
     list::{List, ListArc},
+    mm::hmm::HmmPfn,
     new_mutex, new_spinlock,
     prelude::*,
     sync::aref::{ARef, AlwaysRefCounted},
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLock,
+        rwsem::ReadGuard,
+        Arc, Mutex, MutexGuard, SpinLock,
     },
 };
 
@@ -68,8 +70,10 @@ use crate::{
 pub(crate) mod queue;
 #[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
 mod tests;
+pub(crate) mod userptr;
 
-use queue::{BindJob, BindOps, Held};
+use queue::{BindJob, BindOps, BindQueue, Held};
+use userptr::{Faulted, Notifiers, Userptr};
 
 /// What a VM needs from the device that runs it and from the BOs it maps.
 ///
@@ -96,6 +100,21 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Whether the next page-table reservation must fail, for tests.
     fn fail_reserve(&self) -> bool;
+
+    /// Maps a userptr's page for the device's DMA, for writing too if `write`; returns its bus
+    /// address. Runs under the notifier lock: it allocates nothing.
+    ///
+    /// # Safety
+    ///
+    /// As [`HmmPfn::dma_map`]'s.
+    unsafe fn dma_map_page(&self, page: HmmPfn, write: bool) -> Result<u64>;
+
+    /// Unmaps a page `dma_map_page` mapped with the same `write`. Runs in reclaim.
+    ///
+    /// # Safety
+    ///
+    /// As [`kernel::mm::hmm::dma_unmap`]'s.
+    unsafe fn dma_unmap_page(&self, addr: u64, write: bool);
 
     /// Whether the next bind to execute must fail, for tests of the error contract.
     fn fail_bind_run(&self) -> bool {
@@ -131,6 +150,16 @@ impl Backend for Gpu {
 
     fn fail_reserve(&self) -> bool {
         self.inject_reserve_failure()
+    }
+
+    unsafe fn dma_map_page(&self, page: HmmPfn, write: bool) -> Result<u64> {
+        // SAFETY: The caller's requirements are the same.
+        unsafe { Gpu::dma_map_page(self, page, write) }
+    }
+
+    unsafe fn dma_unmap_page(&self, addr: u64, write: bool) {
+        // SAFETY: The caller's requirements are the same.
+        unsafe { Gpu::dma_unmap_page(self, addr, write) }
     }
 
     fn fail_bind_run(&self) -> bool {
@@ -186,6 +215,8 @@ pub(crate) struct SmCtx<'a, B: Backend> {
     held: Option<&'a mut KVec<ARef<B::Object>>>,
     /// VAs inserted minus VAs removed.
     added: isize,
+    /// The userptr a map inserts, by id.
+    userptr: Option<u32>,
 }
 
 impl<B: Backend> SmCtx<'_, B> {
@@ -205,7 +236,8 @@ impl<B: Backend> SmCtx<'_, B> {
 impl<B: Backend> DriverGpuVm for VmData<B> {
     type Driver = B::Driver;
     type Object = B::Object;
-    type VaData = ();
+    /// The id of the userptr a mapping maps, if it maps one.
+    type VaData = Option<u32>;
     type VmBoData = ();
     type SmContext<'ctx> = SmCtx<'ctx, B>;
 
@@ -218,7 +250,7 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
     ) -> Result<OpMapped<'op, Self>> {
         let va = ctx.vas.take()?;
         ctx.added += 1;
-        Ok(op.insert(va, pin_init::init_zeroed()))
+        Ok(op.insert(va, ctx.userptr))
     }
 
     fn sm_step_unmap<'op>(
@@ -239,7 +271,9 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
     ) -> Result<OpRemapped<'op, Self>> {
         ctx.hold(op.obj());
         let pair = [ctx.vas.take()?, ctx.vas.take()?];
-        let (done, ret) = op.remap(pair, pin_init::init_zeroed(), pin_init::init_zeroed());
+        // The pieces of a userptr's mapping map the same userptr.
+        let data = *op.va_to_unmap().data();
+        let (done, ret) = op.remap(pair, data, data);
         // One VA out, one or two in.
         ctx.added += 1;
         if let Some(unused) = ret.unused_va {
@@ -267,6 +301,12 @@ pub(crate) enum BindOp<B: Backend = Gpu> {
     UnmapAll {
         bo: ARef<B::Object>,
     },
+    /// Maps `[cpu, cpu + range length)` of the calling process's memory.
+    MapUserptr {
+        range: Range<u64>,
+        cpu: u64,
+        prot: u32,
+    },
 }
 
 /// The page-table work of one op: what the bind job does when it executes.
@@ -290,6 +330,11 @@ impl PtWork {
     }
 }
 
+type UserptrBox<B> = Pin<KBox<Userptr<B>>>;
+
+/// A MAP_USERPTR's new userptr, and the bus address of each of its pages.
+type NewUserptr<B> = (UserptrBox<B>, KVec<u64>);
+
 /// The VA-tree side of an op, with everything it needs.
 enum TreeOp<B: Backend> {
     Map {
@@ -297,6 +342,8 @@ enum TreeOp<B: Backend> {
         offset: u64,
         vm_bo: ARef<GpuVmBo<VmData<B>>>,
         vas: VaAllocs<B>,
+        /// A MAP_USERPTR's new userptr, and the bus address of each of its pages.
+        userptr: Option<NewUserptr<B>>,
     },
     /// UNMAP, and each mapping UNMAP_ALL removes.
     Unmap {
@@ -322,6 +369,77 @@ struct VmState<B: Backend> {
     pending: KVec<Pending>,
     /// VAs in the tree.
     vas: usize,
+    /// The userptrs, by id.
+    userptrs: KVec<Slot<B>>,
+    /// Userptrs no longer in the tree, kept until the bind that unmapped them executed.
+    retired: KVec<(ARef<Fence>, UserptrBox<B>)>,
+}
+
+/// A userptr id.
+enum Slot<B: Backend> {
+    Free,
+    /// The VA tree maps the userptr.
+    Live(UserptrBox<B>),
+    /// The userptr is in `retired`.
+    Retired,
+}
+
+impl<B: Backend> VmState<B> {
+    fn userptr(&self, id: u32) -> Option<&Userptr<B>> {
+        match self.userptrs.get(id as usize) {
+            Some(Slot::Live(u)) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// `n` ids for new userptrs: free ones first, then new ones, in increasing order.
+    fn free_ids(&self, n: usize) -> Result<KVec<u32>> {
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        let free = self
+            .userptrs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Slot::Free))
+            .map(|(i, _)| i);
+        let free = Iterator::chain(free, self.userptrs.len()..).take(n);
+        for i in free {
+            out.push(u32::try_from(i).map_err(|_| ENOSPC)?, GFP_KERNEL)?;
+        }
+        Ok(out)
+    }
+
+    /// The pieces of the mapping of userptr `u` left in the VA tree, with their CPU offsets
+    /// into it.
+    fn pieces(&self, u: &Userptr<B>) -> Result<KVec<(Range<u64>, u64)>> {
+        let mut out = KVec::new();
+        let mut res = Ok(());
+        self.gpuvm.for_each_va(u.gpu().clone(), |va| {
+            if res.is_ok() && *va.data() == Some(u.id()) {
+                res = out
+                    .push((va.range(), va.gem_offset() - u.cpu()), GFP_KERNEL)
+                    .map_err(Error::from);
+            }
+        });
+        res.map(|()| out)
+    }
+}
+
+/// The VM lock, held by an EXEC that revalidates userptrs, and what it faulted in.
+pub(crate) struct Revalidation<'a, B: Backend> {
+    state: MutexGuard<'a, VmState<B>>,
+    faults: Faults,
+}
+
+/// The invalidated userptrs, faulted in.
+struct Faults {
+    /// By id, sorted, with the sequence number each is current for (`None`: nothing to
+    /// check, it is gone).
+    done: KVec<(u32, Option<u64>)>,
+    /// Their ids, sorted: what leaves the invalidated list if the final check passes. Made
+    /// in advance: nothing may be allocated under the notifier lock.
+    ids: KVec<u32>,
+    /// Their pages, until the rebind takes them.
+    faulted: KVec<(u32, Faulted)>,
 }
 
 /// What [`VmCore::submit`] did.
@@ -361,6 +479,8 @@ pub(crate) struct VmCore<B: Backend> {
     abandoned: Atomic<bool>,
     /// The device, which runs the VM's jobs in one of its address spaces.
     gpu: Arc<B>,
+    /// What the notifiers of the VM's userptrs share.
+    notifiers: Arc<Notifiers<B>>,
     /// The page table's root and attributes, as the device needs them; they never change.
     ttbr: u64,
     mair: u64,
@@ -388,6 +508,7 @@ impl<B: Backend> VmCore<B> {
         // `drop`), and jobs, which hold the VM, end first.
         let ttbr = unsafe { pt.ttbr() };
         let mair = pt.mair();
+        let notifiers = Arc::pin_init(Notifiers::new(root.clone(), gpu.clone()), GFP_KERNEL)?;
         Arc::pin_init(
             try_pin_init!(Self {
                 gpuvm: shared,
@@ -396,6 +517,8 @@ impl<B: Backend> VmCore<B> {
                     future: Overlay::new(),
                     pending: KVec::new(),
                     vas: 0,
+                    userptrs: KVec::new(),
+                    retired: KVec::new(),
                 }),
                 pt <- new_mutex!(pt),
                 pool,
@@ -407,6 +530,7 @@ impl<B: Backend> VmCore<B> {
                 usable: Atomic::new(true),
                 abandoned: Atomic::new(false),
                 gpu: gpu.clone(),
+                notifiers,
                 ttbr,
                 mair,
             }),
@@ -470,16 +594,29 @@ impl<B: Backend> VmCore<B> {
             "pt leaves 1g {} 2m {} 4k {}",
             leaves[1], leaves[2], leaves[3]
         )?;
+        let live = state
+            .userptrs
+            .iter()
+            .filter(|u| matches!(u, Slot::Live(_)))
+            .count();
+        self.notifiers.show(f, live)?;
         let mut res = Ok(());
         state.gpuvm.for_each_va(0..self.va_end, |va| {
+            if res.is_err() {
+                return;
+            }
+            res = write!(
+                f,
+                "va {:#x} {:#x} offset {:#x}",
+                va.addr(),
+                va.addr() + va.length(),
+                va.gem_offset()
+            );
+            if let (Ok(()), Some(id)) = (&res, va.data()) {
+                res = write!(f, " userptr {id}");
+            }
             if res.is_ok() {
-                res = writeln!(
-                    f,
-                    "va {:#x} {:#x} offset {:#x}",
-                    va.addr(),
-                    va.addr() + va.length(),
-                    va.gem_offset()
-                );
+                res = writeln!(f);
             }
         });
         res
@@ -515,6 +652,24 @@ impl<B: Backend> VmCore<B> {
     /// Forgets the binds that are done; once none is left, the page table has caught up with
     /// the overlay, and what the pool still holds was reserved for binds that never executed.
     fn reap_locked(&self, state: &mut VmState<B>) {
+        // Userptrs whose unbind executed go, with their notifiers. After a failed or cancelled
+        // unbind the page table may still map them: they stay until the VM goes.
+        let mut i = 0;
+        while i < state.retired.len() {
+            let f = &state.retired[i].0;
+            if !f.is_signaled() || matches!(f.status(), Some(Err(_))) {
+                i += 1;
+                continue;
+            }
+            if let Ok((_, u)) = state.retired.remove(i) {
+                let id = u.id();
+                drop(u);
+                self.notifiers.free(id);
+                if let Some(slot) = state.userptrs.get_mut(id as usize) {
+                    *slot = Slot::Free;
+                }
+            }
+        }
         state.pending.retain(|p| !p.fence.is_signaled());
         if !state.pending.is_empty() {
             return;
@@ -547,7 +702,11 @@ impl<B: Backend> VmCore<B> {
     ) -> Result<Submitted<B>> {
         let mut state = self.state.lock();
         // An unusable VM takes no new mappings, but may still be torn down (xe's contract).
-        if !self.is_usable() && ops.iter().any(|op| matches!(op, BindOp::Map { .. })) {
+        if !self.is_usable()
+            && ops
+                .iter()
+                .any(|op| matches!(op, BindOp::Map { .. } | BindOp::MapUserptr { .. }))
+        {
             return Err(ENOENT);
         }
         self.reap_locked(&mut state);
@@ -573,6 +732,9 @@ impl<B: Backend> VmCore<B> {
         // The ranges the bind changes, and whether it removes mappings jobs may be using.
         let mut ranges = KVec::new();
         let mut removes = false;
+        // The userptrs whose mappings the bind removes or cuts: it may retire them.
+        let mut cut: KVec<u32> = KVec::new();
+        let mut res = Ok(());
         for t in tree_ops.iter() {
             let rs: &[Range<u64>] = match t {
                 TreeOp::Map { range, .. } => core::slice::from_ref(range),
@@ -580,9 +742,17 @@ impl<B: Backend> VmCore<B> {
             };
             for r in rs {
                 ranges.push(r.clone(), GFP_KERNEL)?;
-                state.gpuvm.for_each_va(r.clone(), |_| removes = true);
+                state.gpuvm.for_each_va(r.clone(), |va| {
+                    removes = true;
+                    if let Some(id) = *va.data() {
+                        if res.is_ok() && !cut.contains(&id) {
+                            res = cut.push(id, GFP_KERNEL).map_err(Error::from);
+                        }
+                    }
+                });
             }
         }
+        res?;
 
         // What the bind waits for besides `waits` and its queue's order.
         let mut deps = KVec::new();
@@ -612,6 +782,8 @@ impl<B: Backend> VmCore<B> {
                 return Ok(Submitted::WaitFirst(deps, ops));
             }
         }
+        // Invalidated userptrs are rebound first, by a job of this queue.
+        self.revalidate_for_bind(state, jobs, queue)?;
         for w in waits {
             deps.push(w.clone(), GFP_KERNEL)?;
         }
@@ -644,6 +816,23 @@ impl<B: Backend> VmCore<B> {
                         GFP_KERNEL,
                     )?
                 }
+                (
+                    BindOp::MapUserptr { range, prot, .. },
+                    TreeOp::Map {
+                        userptr: Some((_, dma)),
+                        ..
+                    },
+                ) => {
+                    let len = range.end - range.start;
+                    work.push(
+                        PtWork::Map {
+                            segments: userptr::segments(dma, 0, len)?,
+                            range,
+                            prot,
+                        },
+                        GFP_KERNEL,
+                    )?
+                }
                 (_, TreeOp::Unmap { ranges, .. }) => {
                     for r in ranges.iter() {
                         work.push(PtWork::Unmap { range: r.clone() }, GFP_KERNEL)?;
@@ -664,6 +853,20 @@ impl<B: Backend> VmCore<B> {
         }
         // Unmaps never fail for lack of memory: the pool keeps tables aside for them.
         let unmap_only = tree_ops.iter().all(|t| matches!(t, TreeOp::Unmap { .. }));
+        // Room for the userptrs the bind adds and retires.
+        let new_ids = tree_ops.iter().filter_map(|t| match t {
+            TreeOp::Map {
+                userptr: Some((u, _)),
+                ..
+            } => Some(u.id() as usize),
+            _ => None,
+        });
+        let slots = new_ids.max().map_or(0, |m| m + 1);
+        self.notifiers.reserve_ids(slots)?;
+        state
+            .userptrs
+            .reserve(slots.saturating_sub(state.userptrs.len()), GFP_KERNEL)?;
+        state.retired.reserve(cut.len(), GFP_KERNEL)?;
         self.pool
             .reserve_for(dry.tables(), unmap_only, self.gpu.fail_reserve())?;
         dry.commit();
@@ -678,11 +881,13 @@ impl<B: Backend> VmCore<B> {
                     offset,
                     vm_bo,
                     vas,
+                    userptr,
                 } => {
                     let mut ctx = SmCtx {
                         vas,
                         held,
                         added: 0,
+                        userptr: userptr.as_ref().map(|(u, _)| u.id()),
                     };
                     let res = state.gpuvm.sm_map(OpMapRequest {
                         addr: range.start,
@@ -698,6 +903,7 @@ impl<B: Backend> VmCore<B> {
                         vas,
                         held,
                         added: 0,
+                        userptr: None,
                     };
                     let gpuvm = &mut state.gpuvm;
                     let res = ranges
@@ -721,12 +927,53 @@ impl<B: Backend> VmCore<B> {
             fence: fence.clone(),
             ranges,
         });
+        // The new userptrs join the VM; those left with no mapping go once the bind executed.
+        for t in tree_ops.into_iter() {
+            if let TreeOp::Map {
+                userptr: Some((u, _)),
+                ..
+            } = t
+            {
+                let id = u.id() as usize;
+                match state.userptrs.get_mut(id) {
+                    Some(slot) => *slot = Slot::Live(u),
+                    // Ids past the end come in increasing order, and there is room.
+                    None => {
+                        let _ = state.userptrs.push_within_capacity(Slot::Live(u));
+                    }
+                }
+            }
+        }
+        for &id in cut.iter() {
+            let Some(u) = state.userptr(id) else {
+                continue;
+            };
+            // Cannot fail for lack of memory: counting only.
+            let mut mapped = false;
+            state.gpuvm.for_each_va(u.gpu().clone(), |va| {
+                mapped |= *va.data() == Some(id);
+            });
+            if mapped {
+                continue;
+            }
+            self.notifiers.retire(id);
+            if let Some(slot) = state.userptrs.get_mut(id as usize) {
+                if let Slot::Live(u) = core::mem::replace(slot, Slot::Retired) {
+                    let _ = state.retired.push_within_capacity((fence.clone(), u));
+                }
+            }
+        }
         Ok(Submitted::Queued(fence))
     }
 
     /// The VA-tree side of each op, with what it needs; checks the ops.
     fn prepare(&self, state: &VmState<B>, ops: &[BindOp<B>]) -> Result<KVec<TreeOp<B>>> {
         let mut out = KVec::with_capacity(ops.len(), GFP_KERNEL)?;
+        let new = ops
+            .iter()
+            .filter(|op| matches!(op, BindOp::MapUserptr { .. }))
+            .count();
+        let mut ids = state.free_ids(new)?.into_iter();
         for (i, op) in ops.iter().enumerate() {
             let p = match op {
                 BindOp::Map {
@@ -751,6 +998,7 @@ impl<B: Backend> VmCore<B> {
                         offset: *offset,
                         vm_bo: self.gpuvm.obtain(bo, ())?,
                         vas: VaAllocs::new(VAS_PER_OP)?,
+                        userptr: None,
                     }
                 }
                 BindOp::Unmap { range } => {
@@ -767,6 +1015,28 @@ impl<B: Backend> VmCore<B> {
                     TreeOp::Unmap {
                         ranges,
                         vas: VaAllocs::new(0)?,
+                    }
+                }
+                BindOp::MapUserptr { range, cpu, prot } => {
+                    let id = ids.next().ok_or(EINVAL)?;
+                    let task = kernel::current!();
+                    let mm = task.mm().ok_or(EFAULT)?;
+                    let write = *prot & prot::WRITE != 0;
+                    let u =
+                        Userptr::new(mm, &self.notifiers, id, *cpu, range.clone(), *prot, write)?;
+                    let dma = match u.fault()? {
+                        Faulted::Pages { dma, .. } => dma,
+                        // xe's userptr-invalid: the range is not the process's to map.
+                        Faulted::Gone => return Err(EFAULT),
+                    };
+                    // drm_gpuvm needs a GEM object per mapping: a userptr's is the VM's root,
+                    // which nothing else maps, and its offset the CPU address, as in xe.
+                    TreeOp::Map {
+                        range: range.clone(),
+                        offset: *cpu,
+                        vm_bo: self.gpuvm.obtain(&self.root, ())?,
+                        vas: VaAllocs::new(VAS_PER_OP)?,
+                        userptr: Some((u, dma)),
                     }
                 }
             };
@@ -797,7 +1067,7 @@ impl<B: Backend> VmCore<B> {
                     range.clone(),
                     core::ptr::eq(&**b, bo).then(|| range.clone()),
                 ),
-                BindOp::Unmap { range } => (range.clone(), None),
+                BindOp::Unmap { range } | BindOp::MapUserptr { range, .. } => (range.clone(), None),
                 BindOp::UnmapAll { bo: b } if core::ptr::eq(&**b, bo) => {
                     ranges.clear();
                     continue;
@@ -880,6 +1150,206 @@ impl<B: Backend> VmCore<B> {
         Ok(())
     }
 
+    /// EXEC's first userptr step: if userptrs wait for revalidation, takes the VM lock and
+    /// faults them in. `None` if none waits: EXEC then needs no VM lock, and its final check
+    /// ([`Self::userptrs_current`]) tells if one came meanwhile.
+    ///
+    /// Takes the process's mmap lock: call it before locking any reservation object.
+    pub(crate) fn fault_userptrs(&self) -> Result<Option<Revalidation<'_, B>>> {
+        {
+            let lock = self.notifiers.read();
+            if self.notifiers.all_valid(&lock) {
+                return Ok(None);
+            }
+        }
+        let state = self.state.lock();
+        let faults = self.fault_listed(&state)?;
+        Ok(Some(Revalidation { state, faults }))
+    }
+
+    /// Faults in the userptrs waiting for revalidation. Takes the mmap lock.
+    fn fault_listed(&self, state: &VmState<B>) -> Result<Faults> {
+        let ids = self.notifiers.to_revalidate()?;
+        let mut done = KVec::with_capacity(ids.len(), GFP_KERNEL)?;
+        let mut faulted = KVec::with_capacity(ids.len(), GFP_KERNEL)?;
+        // The list of ids is sorted, without repeats.
+        for &id in ids.iter() {
+            let Some(u) = state.userptr(id) else {
+                // Left the tree since: nothing to map.
+                let _ = done.push_within_capacity((id, None));
+                continue;
+            };
+            let f = u.fault()?;
+            let seq = match &f {
+                Faulted::Pages { seq, .. } => Some(*seq),
+                // Stays unmapped until it is invalidated again or rebound.
+                Faulted::Gone => None,
+            };
+            let _ = done.push_within_capacity((id, seq));
+            let _ = faulted.push_within_capacity((id, f));
+        }
+        Ok(Faults { done, ids, faulted })
+    }
+
+    /// EXEC's second userptr step, with the VM's reservation object locked: submits a job to
+    /// `queue` that maps the pages `r` faulted in (or unmaps the userptrs that are gone), with
+    /// page tables reserved now; returns its fence, which the EXEC's job, and every job
+    /// submitted after it, must wait for.
+    pub(crate) fn rebind(
+        self: &Arc<Self>,
+        r: &mut Revalidation<'_, B>,
+        queue: &BindQueue<B>,
+    ) -> Result<Option<ARef<Fence>>> {
+        let (jobs, queue_id) = queue.jobs()?;
+        self.rebind_locked(&mut r.state, jobs, queue_id, &r.faults)
+    }
+
+    /// Submits to `jobs` (queue `queue_id`) a job that maps the pages in `faults`, or unmaps
+    /// the userptrs that are gone; returns its fence, if there was anything to do.
+    fn rebind_locked(
+        self: &Arc<Self>,
+        state: &mut VmState<B>,
+        jobs: &JobQueue<BindOps<B>>,
+        queue_id: u64,
+        faults: &Faults,
+    ) -> Result<Option<ARef<Fence>>> {
+        let mut work = KVec::new();
+        let mut ranges = KVec::new();
+        let mut ids = KVec::with_capacity(faults.faulted.len(), GFP_KERNEL)?;
+        for (id, f) in faults.faulted.iter() {
+            let Some(u) = state.userptr(*id) else {
+                continue;
+            };
+            let _ = ids.push_within_capacity(*id);
+            for (piece, off) in state.pieces(u)? {
+                let w = match f {
+                    Faulted::Pages { dma, .. } => PtWork::Map {
+                        segments: userptr::segments(dma, off, piece.end - piece.start)?,
+                        range: piece.clone(),
+                        prot: u.prot(),
+                    },
+                    Faulted::Gone => PtWork::Unmap {
+                        range: piece.clone(),
+                    },
+                };
+                work.push(w, GFP_KERNEL)?;
+                ranges.push(piece, GFP_KERNEL)?;
+            }
+        }
+        if work.is_empty() {
+            return Ok(None);
+        }
+        // The binds that change these ranges execute first. The jobs that used the old pages
+        // are done: the notifier waited for them.
+        let mut deps = KVec::new();
+        for p in state.pending.iter() {
+            if p.ranges
+                .iter()
+                .any(|a| ranges.iter().any(|b| a.start < b.end && b.start < a.end))
+            {
+                deps.push(p.fence.clone(), GFP_KERNEL)?;
+            }
+        }
+        let unmap_only = work.iter().all(|w| matches!(w, PtWork::Unmap { .. }));
+        let mut job = jobs.prepare(BindJob::rebind(self.clone(), work, ids)?, 1, &deps)?;
+        state.pending.reserve(1, GFP_KERNEL)?;
+        let mut dry = Budget::new(&self.pt, &mut state.future);
+        for w in job.data().work() {
+            Self::apply_pt(&mut dry, self.pgsizes, w)?;
+        }
+        self.pool
+            .reserve_for(dry.tables(), unmap_only, self.gpu.fail_reserve())?;
+        dry.commit();
+        job.data_mut().committed();
+        let fence = jobs.commit(job);
+        let _ = state.pending.push_within_capacity(Pending {
+            queue: queue_id,
+            fence: fence.clone(),
+            ranges,
+        });
+        Ok(Some(fence))
+    }
+
+    /// EXEC's final userptr check, under the notifier lock: whether no invalidation collided
+    /// with the userptrs `r` revalidated, and none is left to revalidate. Those `r`
+    /// revalidated leave the invalidated list if so. If not, EXEC starts again.
+    pub(crate) fn userptrs_current(
+        &self,
+        lock: &ReadGuard<'_, ()>,
+        r: Option<&Revalidation<'_, B>>,
+    ) -> bool {
+        let Some(r) = r else {
+            return self.notifiers.all_valid(lock);
+        };
+        let f = &r.faults;
+        for &(id, seq) in f.done.iter() {
+            if let (Some(u), Some(seq)) = (r.state.userptr(id), seq) {
+                if u.collided(lock, seq) {
+                    return false;
+                }
+            }
+        }
+        let empty = self.notifiers.validated(lock, &f.ids);
+        if empty {
+            self.notifiers.count_revalidated(f.faulted.len());
+        }
+        empty
+    }
+
+    /// An async bind's revalidation, under the VM lock, before the bind's own job is queued
+    /// to `jobs` (queue `queue_id`): the userptrs waiting for it are faulted in and rebound by
+    /// a job queued first, whose fence goes into the VM's reservation object (KERNEL usage),
+    /// so that every later job of the VM waits for it. Those no invalidation hit meanwhile
+    /// leave the list; the others wait for the next EXEC or bind.
+    fn revalidate_for_bind(
+        self: &Arc<Self>,
+        state: &mut VmState<B>,
+        jobs: &JobQueue<BindOps<B>>,
+        queue_id: u64,
+    ) -> Result {
+        {
+            let lock = self.notifiers.read();
+            if self.notifiers.all_valid(&lock) {
+                return Ok(());
+            }
+        }
+        let faults = self.fault_listed(state)?;
+        let mut resv = self.resv().lock()?;
+        resv.reserve_fences(1)?;
+        let mut current = KVec::with_capacity(faults.ids.len(), GFP_KERNEL)?;
+        if let Some(fence) = self.rebind_locked(state, jobs, queue_id, &faults)? {
+            // There is a slot.
+            resv.add_fence(&fence, Usage::Kernel)?;
+        }
+        drop(resv);
+        let lock = self.notifiers.read();
+        for &(id, seq) in faults.done.iter() {
+            let hit = match (state.userptr(id), seq) {
+                (Some(u), Some(seq)) => u.collided(&lock, seq),
+                _ => false,
+            };
+            if !hit {
+                let _ = current.push_within_capacity(id);
+            }
+        }
+        self.notifiers.validated(&lock, &current);
+        drop(lock);
+        self.notifiers.count_revalidated(faults.faulted.len());
+        Ok(())
+    }
+
+    /// The notifiers' shared state, for EXEC's final check.
+    pub(crate) fn notifiers(&self) -> &Notifiers<B> {
+        &self.notifiers
+    }
+
+    /// A rebind did not execute: its userptrs are revalidated again by the next EXEC.
+    fn rebind_cancelled(&self, ids: &[u32]) {
+        // Its tables stay reserved until no bind is pending.
+        self.abandoned.store(true, Relaxed);
+        self.notifiers.requeue(ids);
+    }
+
     /// Bind queue `queue` goes: the binds of it that did not execute are cancelled, leaving
     /// their reservations over.
     fn closing(&self, queue: u64) {
@@ -913,6 +1383,7 @@ impl<B: Backend> PinnedDrop for VmCore<B> {
             vas: &mut none,
             held: None,
             added: 0,
+            userptr: None,
         };
         // Unmapping the whole range splits nothing, so it needs no VA node; it removes every
         // VA, each of which holds a reference to the GPU VM and to a BO.

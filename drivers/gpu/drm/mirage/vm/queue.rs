@@ -77,6 +77,8 @@ pub(crate) struct BindJob<B: Backend> {
     /// The VA tree has the bind's changes: from here on, it must execute or be abandoned.
     committed: bool,
     executed: bool,
+    /// The userptrs a rebind maps, by id; `None` for binds.
+    rebinds: Option<KVec<u32>>,
 }
 
 impl<B: Backend> BindJob<B> {
@@ -91,7 +93,15 @@ impl<B: Backend> BindJob<B> {
             held: Some(held),
             committed: false,
             executed: false,
+            rebinds: None,
         }
+    }
+
+    /// A rebind of userptrs `ids` whose pages changed: the VA tree stays as it is.
+    pub(super) fn rebind(vm: Arc<VmCore<B>>, work: KVec<PtWork>, ids: KVec<u32>) -> Result<Self> {
+        let mut job = Self::new(vm, work, Held::new(0)?);
+        job.rebinds = Some(ids);
+        Ok(job)
     }
 
     pub(super) fn work(&self) -> &[PtWork] {
@@ -111,7 +121,11 @@ impl<B: Backend> BindJob<B> {
 impl<B: Backend> Drop for BindJob<B> {
     fn drop(&mut self) {
         if self.committed && !self.executed {
-            self.vm.abandon(self.held.take().map(ListArc::from));
+            match self.rebinds.take() {
+                // The VA tree is right; the page table maps old pages, as before the rebind.
+                Some(ids) => self.vm.rebind_cancelled(&ids),
+                None => self.vm.abandon(self.held.take().map(ListArc::from)),
+            }
         }
     }
 }
@@ -170,6 +184,11 @@ impl<B: Backend> BindQueue<B> {
 
     pub(crate) fn vm(&self) -> &Arc<VmCore<B>> {
         &self.vm
+    }
+
+    /// The job queue, and the id the VM knows the queue by.
+    pub(super) fn jobs(&self) -> Result<(&JobQueue<BindOps<B>>, u64)> {
+        Ok((self.jobs.as_ref().ok_or(ENOENT)?, self.id))
     }
 
     /// Submits `ops` to execute after `waits`; returns the bind's fence.

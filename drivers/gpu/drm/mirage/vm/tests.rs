@@ -118,6 +118,13 @@ impl Backend for TestBackend {
     fn fail_reserve(&self) -> bool {
         self.fail_reserve.xchg(false, Relaxed)
     }
+
+    // Nothing reads the pages: their physical address stands for the bus address.
+    unsafe fn dma_map_page(&self, page: kernel::mm::hmm::HmmPfn, _write: bool) -> Result<u64> {
+        Ok(page.phys())
+    }
+
+    unsafe fn dma_unmap_page(&self, _addr: u64, _write: bool) {}
 }
 
 type TestVm = VmCore<TestBackend>;
