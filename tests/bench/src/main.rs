@@ -8,6 +8,7 @@
 mod bind_async;
 mod budget;
 mod debugfs;
+mod userptr;
 
 use budget::Op;
 use mirage::uapi::*;
@@ -399,6 +400,47 @@ fn run() -> Result<(), String> {
         None => println!("{exec:<44} n/a (not measured yet)"),
         Some(r) => line(exec, r?, &noop),
     }
+    let u = userptr::figures(&d)?;
+    line(
+        "munmap of 2 MiB, a bound idle userptr",
+        u.munmap_bound,
+        &noop,
+    );
+    line("munmap of 2 MiB, plain", u.munmap_plain, &noop);
+    println!(
+        "{:<44} {:>14} {:>14} {:>10}",
+        "  bound / plain",
+        "",
+        "",
+        ratio(u.munmap_bound.median, u.munmap_plain.median)
+    );
+    let many = userptr::MANY;
+    line(
+        &format!("EXEC, empty job, {many} userptrs bound"),
+        u.exec_many,
+        &noop,
+    );
+    line("EXEC, empty job, no userptr", u.exec_none, &noop);
+    println!(
+        "{:<44} {:>14} {:>14} {:>10}",
+        format!("  {many} userptrs / none"),
+        "",
+        "",
+        ratio(u.exec_many.median, u.exec_none.median)
+    );
+    line(
+        "EXEC, empty job, 2 MiB userptr invalidated",
+        u.exec_revalidate,
+        &noop,
+    );
+    line("EXEC, empty job, same userptr valid", u.exec_valid, &noop);
+    println!(
+        "{:<44} {:>11} ns {:>14} {:>10}",
+        "  revalidating 2 MiB: extra per EXEC",
+        u.exec_revalidate.median.saturating_sub(u.exec_valid.median),
+        "",
+        ratio(u.exec_revalidate.median, u.exec_valid.median)
+    );
     println!(
         "(sync: the {PAIRS} map + unmap pairs as {} sync binds, all the ioctls' time / binds;",
         2 * PAIRS

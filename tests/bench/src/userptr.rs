@@ -1,0 +1,233 @@
+//! Userptrs (`DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR`): what their MMU notifier
+//! adds to a munmap, what bound userptrs add to an EXEC that has none to
+//! revalidate, and what revalidating one costs an EXEC. Each figure is
+//! measured against its baseline in the same run, interleaved.
+
+use crate::{err, median_p90, timed, Stat, SYSTEM, SZ_4K};
+use mirage::cmd::CmdBuf;
+use mirage::uapi::*;
+use mirage::{Bo, Device};
+use std::io;
+
+const SZ_2M: u64 = 2 << 20;
+/// Rounds of each measurement.
+const ROUNDS: usize = 40;
+/// EXECs per VM per round of the EXEC latency.
+const JOBS: usize = 5;
+/// Userptrs of the crowded VM.
+pub const MANY: usize = 10_000;
+const CMD_VA: u64 = 0x1000_0000;
+const UP_VA: u64 = 0x4000_0000;
+
+/// Anonymous memory, unmapped on drop unless [`Anon::munmap`] did.
+struct Anon {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Anon {
+    /// `len` bytes, every page written (faulted in).
+    fn new(len: u64) -> Result<Self, String> {
+        // SAFETY: a new private anonymous mapping.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", io::Error::last_os_error()));
+        }
+        let a = Self {
+            ptr,
+            len: len as usize,
+        };
+        a.touch();
+        Ok(a)
+    }
+
+    fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// Writes every page.
+    fn touch(&self) {
+        for off in (0..self.len).step_by(SZ_4K as usize) {
+            // SAFETY: in bounds of the mapping, which is ours.
+            unsafe { self.ptr.cast::<u8>().add(off).write_volatile(1) };
+        }
+    }
+
+    fn dontneed(&self) -> Result<(), String> {
+        // SAFETY: the pages are ours.
+        match unsafe { libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED) } {
+            0 => Ok(()),
+            _ => Err(format!("madvise: {}", io::Error::last_os_error())),
+        }
+    }
+
+    /// munmap, timed.
+    fn munmap(mut self) -> Result<u64, String> {
+        // SAFETY: the mapping is ours; nothing refers to it after.
+        let (ns, r) = timed(|| unsafe { libc::munmap(self.ptr, self.len) });
+        self.len = 0;
+        match r {
+            0 => Ok(ns),
+            _ => Err(format!("munmap: {}", io::Error::last_os_error())),
+        }
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: as in `munmap`.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+/// A VM with a queue and an empty job at [`CMD_VA`].
+struct Vm<'d> {
+    d: &'d Device,
+    vm: u32,
+    queue: u32,
+    out: u32,
+    _cmd: Bo<'d>,
+    len: u64,
+}
+
+impl<'d> Vm<'d> {
+    fn new(d: &'d Device) -> Result<Self, String> {
+        let vm = d.vm_create(0).map_err(err("VM_CREATE"))?;
+        let queue = d
+            .exec_queue_create(
+                vm,
+                DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
+                DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
+            )
+            .map_err(err("EXEC_QUEUE_CREATE"))?;
+        let cmd = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(err("GEM_CREATE"))?;
+        let end = CmdBuf::new().end().to_bytes();
+        cmd.mmap()
+            .and_then(|m| m.write(0, &end))
+            .map_err(err("writing the command buffer"))?;
+        let op = DrmMirageVmBindOp::map(cmd.handle(), 0, CMD_VA, SZ_4K);
+        d.vm_bind(vm, 0, &[op], &[]).map_err(err("VM_BIND"))?;
+        let out = d.syncobj_create(0).map_err(err("SYNCOBJ_CREATE"))?;
+        Ok(Self {
+            d,
+            vm,
+            queue,
+            out,
+            _cmd: cmd,
+            len: end.len() as u64,
+        })
+    }
+
+    fn bind(&self, ops: &[DrmMirageVmBindOp]) -> Result<(), String> {
+        self.d.vm_bind(self.vm, 0, ops, &[]).map_err(err("VM_BIND"))
+    }
+
+    /// An empty job, from EXEC to its fence: ns.
+    fn exec(&self) -> Result<u64, String> {
+        let (ns, r) = timed(|| -> io::Result<()> {
+            self.d.exec(
+                self.queue,
+                CMD_VA,
+                self.len,
+                &[DrmMirageSync::signal(self.out)],
+            )?;
+            self.d.syncobj_wait(self.out, 0, i64::MAX)
+        });
+        r.map_err(err("EXEC"))?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Vm<'_> {
+    fn drop(&mut self) {
+        let _ = self.d.syncobj_destroy(self.out);
+        let _ = self.d.exec_queue_destroy(self.queue);
+        let _ = self.d.vm_destroy(self.vm);
+    }
+}
+
+/// What the userptr figures came to.
+pub struct Figures {
+    /// munmap of 2 MiB: bound as an idle userptr, and plain.
+    pub munmap_bound: Stat,
+    pub munmap_plain: Stat,
+    /// An empty job: in a VM with [`MANY`] userptrs, and in one with none.
+    pub exec_many: Stat,
+    pub exec_none: Stat,
+    /// An empty job after MADV_DONTNEED of a bound 2 MiB userptr, and
+    /// without the invalidation, in the same VM.
+    pub exec_revalidate: Stat,
+    pub exec_valid: Stat,
+}
+
+pub fn figures(d: &Device) -> Result<Figures, String> {
+    // munmap: a bound, idle userptr's notifier waits for no job, and takes
+    // the notifier lock once.
+    let vm = Vm::new(d)?;
+    let (mut bound, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let a = Anon::new(SZ_2M)?;
+        vm.bind(&[DrmMirageVmBindOp::map_userptr(a.addr(), UP_VA, SZ_2M)])?;
+        bound.push(a.munmap()?);
+        vm.bind(&[DrmMirageVmBindOp::unmap(UP_VA, SZ_2M)])?;
+        plain.push(Anon::new(SZ_2M)?.munmap()?);
+    }
+    drop(vm);
+
+    // EXEC: a VM of MANY userptrs of a page each, none invalidated, against
+    // a VM of none.
+    let crowded = Vm::new(d)?;
+    let pages = Anon::new(MANY as u64 * SZ_4K)?;
+    let ops: Vec<_> = (0..MANY as u64)
+        .map(|i| {
+            DrmMirageVmBindOp::map_userptr(pages.addr() + i * SZ_4K, UP_VA + 2 * i * SZ_4K, SZ_4K)
+        })
+        .collect();
+    for chunk in ops.chunks(DRM_MIRAGE_MAX_BIND_OPS as usize) {
+        crowded.bind(chunk)?;
+    }
+    let empty = Vm::new(d)?;
+    let (mut many, mut none) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for _ in 0..JOBS {
+            many.push(crowded.exec()?);
+        }
+        for _ in 0..JOBS {
+            none.push(empty.exec()?);
+        }
+    }
+    drop((crowded, empty, pages));
+
+    // Revalidation of one 2 MiB userptr: MADV_DONTNEED, then the EXEC
+    // faults 512 new pages in, maps them for DMA and rebinds them.
+    let vm = Vm::new(d)?;
+    let a = Anon::new(SZ_2M)?;
+    vm.bind(&[DrmMirageVmBindOp::map_userptr(a.addr(), UP_VA, SZ_2M)])?;
+    let (mut reval, mut valid) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        a.dontneed()?;
+        reval.push(vm.exec()?);
+        valid.push(vm.exec()?);
+    }
+    drop((vm, a));
+
+    Ok(Figures {
+        munmap_bound: median_p90(&mut bound),
+        munmap_plain: median_p90(&mut plain),
+        exec_many: median_p90(&mut many),
+        exec_none: median_p90(&mut none),
+        exec_revalidate: median_p90(&mut reval),
+        exec_valid: median_p90(&mut valid),
+    })
+}
