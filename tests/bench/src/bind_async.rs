@@ -233,14 +233,7 @@ struct Gate<'d> {
 
 impl<'d> Gate<'d> {
     fn new(d: &'d Device) -> Result<Self, String> {
-        let vm = d.vm_create(0).map_err(err("VM_CREATE"))?;
-        let queue = d
-            .exec_queue_create(
-                vm,
-                DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
-                DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
-            )
-            .map_err(err("EXEC_QUEUE_CREATE"))?;
+        let (vm, queue) = crate::empty_job::vm_with_queue(d)?;
         let bo = Bo::new(d, GATE_BO_SIZE, SYSTEM, vm).map_err(err("GEM_CREATE"))?;
         d.vm_bind(
             vm,

@@ -8,6 +8,7 @@
 mod bind_async;
 mod budget;
 mod debugfs;
+mod empty_job;
 mod userptr;
 
 use budget::Op;
@@ -259,48 +260,14 @@ fn exec_empty_job(d: &Device) -> Option<Result<Stat, String>> {
 }
 
 fn exec_jobs(d: &Device) -> Result<Stat, String> {
-    const CMD_VA: u64 = 0x1000_0000;
-    let vm = d.vm_create(0).map_err(err("VM_CREATE"))?;
-    let queue = d
-        .exec_queue_create(
-            vm,
-            DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
-            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
-        )
-        .map_err(err("EXEC_QUEUE_CREATE"))?;
-    let cmd = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(err("GEM_CREATE"))?;
-    let end = mirage::cmd::CmdBuf::new().end().to_bytes();
-    cmd.mmap()
-        .and_then(|m| m.write(0, &end))
-        .map_err(err("writing the command buffer"))?;
-    d.vm_bind(
-        vm,
-        0,
-        &[DrmMirageVmBindOp::map(cmd.handle(), 0, CMD_VA, SZ_4K)],
-        &[],
-    )
-    .map_err(err("VM_BIND"))?;
-    let out = d.syncobj_create(0).map_err(err("SYNCOBJ_CREATE"))?;
+    let vm = empty_job::EmptyJob::new(d)?;
     let mut times = Vec::with_capacity(JOBS);
     for i in 0..2 * JOBS {
-        let (ns, r) = timed(|| -> io::Result<()> {
-            d.exec(
-                queue,
-                CMD_VA,
-                end.len() as u64,
-                &[DrmMirageSync::signal(out)],
-            )?;
-            d.syncobj_wait(out, 0, i64::MAX)
-        });
-        r.map_err(err("EXEC"))?;
+        let ns = vm.exec()?;
         if i >= JOBS {
             times.push(ns);
         }
     }
-    d.syncobj_destroy(out).map_err(err("SYNCOBJ_DESTROY"))?;
-    d.exec_queue_destroy(queue)
-        .map_err(err("EXEC_QUEUE_DESTROY"))?;
-    d.vm_destroy(vm).map_err(err("VM_DESTROY"))?;
     Ok(median_p90(&mut times))
 }
 

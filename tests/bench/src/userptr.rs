@@ -3,10 +3,10 @@
 //! revalidate, and what revalidating one costs an EXEC. Each figure is
 //! measured against its baseline in the same run, interleaved.
 
-use crate::{err, median_p90, timed, Stat, SYSTEM, SZ_4K};
-use mirage::cmd::CmdBuf;
+use crate::empty_job::EmptyJob;
+use crate::{median_p90, timed, Stat, SZ_4K};
 use mirage::uapi::*;
-use mirage::{Bo, Device};
+use mirage::Device;
 use std::io;
 
 const SZ_2M: u64 = 2 << 20;
@@ -16,7 +16,6 @@ const ROUNDS: usize = 40;
 const JOBS: usize = 5;
 /// Userptrs of the crowded VM.
 pub const MANY: usize = 10_000;
-const CMD_VA: u64 = 0x1000_0000;
 const UP_VA: u64 = 0x4000_0000;
 
 /// Anonymous memory, unmapped on drop unless [`Anon::munmap`] did.
@@ -91,72 +90,6 @@ impl Drop for Anon {
     }
 }
 
-/// A VM with a queue and an empty job at [`CMD_VA`].
-struct Vm<'d> {
-    d: &'d Device,
-    vm: u32,
-    queue: u32,
-    out: u32,
-    _cmd: Bo<'d>,
-    len: u64,
-}
-
-impl<'d> Vm<'d> {
-    fn new(d: &'d Device) -> Result<Self, String> {
-        let vm = d.vm_create(0).map_err(err("VM_CREATE"))?;
-        let queue = d
-            .exec_queue_create(
-                vm,
-                DRM_MIRAGE_ENGINE_CLASS_COMPUTE,
-                DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
-            )
-            .map_err(err("EXEC_QUEUE_CREATE"))?;
-        let cmd = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(err("GEM_CREATE"))?;
-        let end = CmdBuf::new().end().to_bytes();
-        cmd.mmap()
-            .and_then(|m| m.write(0, &end))
-            .map_err(err("writing the command buffer"))?;
-        let op = DrmMirageVmBindOp::map(cmd.handle(), 0, CMD_VA, SZ_4K);
-        d.vm_bind(vm, 0, &[op], &[]).map_err(err("VM_BIND"))?;
-        let out = d.syncobj_create(0).map_err(err("SYNCOBJ_CREATE"))?;
-        Ok(Self {
-            d,
-            vm,
-            queue,
-            out,
-            _cmd: cmd,
-            len: end.len() as u64,
-        })
-    }
-
-    fn bind(&self, ops: &[DrmMirageVmBindOp]) -> Result<(), String> {
-        self.d.vm_bind(self.vm, 0, ops, &[]).map_err(err("VM_BIND"))
-    }
-
-    /// An empty job, from EXEC to its fence: ns.
-    fn exec(&self) -> Result<u64, String> {
-        let (ns, r) = timed(|| -> io::Result<()> {
-            self.d.exec(
-                self.queue,
-                CMD_VA,
-                self.len,
-                &[DrmMirageSync::signal(self.out)],
-            )?;
-            self.d.syncobj_wait(self.out, 0, i64::MAX)
-        });
-        r.map_err(err("EXEC"))?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Vm<'_> {
-    fn drop(&mut self) {
-        let _ = self.d.syncobj_destroy(self.out);
-        let _ = self.d.exec_queue_destroy(self.queue);
-        let _ = self.d.vm_destroy(self.vm);
-    }
-}
-
 /// What the userptr figures came to.
 pub struct Figures {
     /// munmap of 2 MiB: bound as an idle userptr, and plain.
@@ -174,7 +107,7 @@ pub struct Figures {
 pub fn figures(d: &Device) -> Result<Figures, String> {
     // munmap: a bound, idle userptr's notifier waits for no job, and takes
     // the notifier lock once.
-    let vm = Vm::new(d)?;
+    let vm = EmptyJob::new(d)?;
     let (mut bound, mut plain) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let a = Anon::new(SZ_2M)?;
@@ -187,7 +120,7 @@ pub fn figures(d: &Device) -> Result<Figures, String> {
 
     // EXEC: a VM of MANY userptrs of a page each, none invalidated, against
     // a VM of none.
-    let crowded = Vm::new(d)?;
+    let crowded = EmptyJob::new(d)?;
     let pages = Anon::new(MANY as u64 * SZ_4K)?;
     let ops: Vec<_> = (0..MANY as u64)
         .map(|i| {
@@ -197,7 +130,7 @@ pub fn figures(d: &Device) -> Result<Figures, String> {
     for chunk in ops.chunks(DRM_MIRAGE_MAX_BIND_OPS as usize) {
         crowded.bind(chunk)?;
     }
-    let empty = Vm::new(d)?;
+    let empty = EmptyJob::new(d)?;
     let (mut many, mut none) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         for _ in 0..JOBS {
@@ -211,7 +144,7 @@ pub fn figures(d: &Device) -> Result<Figures, String> {
 
     // Revalidation of one 2 MiB userptr: MADV_DONTNEED, then the EXEC
     // faults 512 new pages in, maps them for DMA and rebinds them.
-    let vm = Vm::new(d)?;
+    let vm = EmptyJob::new(d)?;
     let a = Anon::new(SZ_2M)?;
     vm.bind(&[DrmMirageVmBindOp::map_userptr(a.addr(), UP_VA, SZ_2M)])?;
     let (mut reval, mut valid) = (Vec::new(), Vec::new());

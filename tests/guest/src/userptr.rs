@@ -173,6 +173,15 @@ unsafe impl Send for Anon {}
 // SAFETY: as above; accesses are volatile.
 unsafe impl Sync for Anon {}
 
+/// A VM with an exec queue and its command BO, and a BO at [`OUT_VA`] for
+/// what jobs read.
+fn with_out(d: &Device) -> Result<(Ctx<'_>, Bo<'_>), String> {
+    let c = Ctx::new(d)?;
+    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
+    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    Ok((c, out))
+}
+
 fn bind_userptr(d: &Device, vm: u32, cpu: u64, va: u64, len: u64, flags: u32) -> TestResult {
     let op = DrmMirageVmBindOp::map_userptr(cpu, va, len).with_flags(flags);
     d.vm_bind(vm, 0, &[op], &[]).map_err(e2s)
@@ -194,9 +203,7 @@ fn first_bad(data: &[u8], want: impl Fn(usize) -> u64) -> Option<(usize, u64, u6
 /// The GPU writes malloc'd and mmap'd memory through userptrs, the CPU reads
 /// it; the CPU writes it, the GPU checksums it.
 pub fn userptr_gpu_and_cpu_see_each_other(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let bufs = [
         ("malloc", Anon::malloc(SZ_64K)?, UP_VA),
         ("mmap", Anon::mmap(SZ_2M + SZ_4K)?, UP_VA + 0x100_0000),
@@ -256,9 +263,7 @@ pub fn userptr_gpu_and_cpu_see_each_other(d: &Device) -> TestResult {
 /// A READONLY userptr: the GPU reads it, a GPU write faults and changes
 /// nothing. Read-only memory binds READONLY only.
 pub fn userptr_readonly_refuses_gpu_writes(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(2 * SZ_4K)?;
     for w in 0..(2 * SZ_4K as usize / 8) {
         m.write_u64(w * 8, 0x1111_0000 + w as u64);
@@ -428,9 +433,7 @@ pub fn userptr_bind_rejects_bad_input(d: &Device) -> TestResult {
 /// MADV_DONTNEED drops a bound userptr's page; the CPU writes a new one; the
 /// next EXEC sees it, and the GPU's writes land in it.
 pub fn userptr_dontneed_exec_sees_new_pages(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(2 * SZ_4K)?;
     bind_userptr(d, c.vm, m.addr(), UP_VA, 2 * SZ_4K, 0)?;
     let mut cb = CmdBuf::new();
@@ -480,9 +483,7 @@ pub fn userptr_dontneed_exec_sees_new_pages(d: &Device) -> TestResult {
 /// the old pages, even once new memory is mapped at the same address. A new
 /// MAP_USERPTR maps the new memory.
 pub fn userptr_munmap_then_exec_faults(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(2 * SZ_4K)?;
     m.write_u64(0, 0x01d0_01d0);
     bind_userptr(d, c.vm, m.addr(), UP_VA, 2 * SZ_4K, 0)?;
@@ -645,9 +646,7 @@ pub fn userptr_exec_walks_only_the_invalidated(d: &Device) -> TestResult {
 /// fork() with a bound userptr: copy-on-write in the child and then in the
 /// parent; the GPU sees the parent's memory, never the child's.
 pub fn userptr_fork_keeps_the_parent_view(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(SZ_4K)?;
     m.write_u64(0, 0xa);
     bind_userptr(d, c.vm, m.addr(), UP_VA, SZ_4K, 0)?;
@@ -720,9 +719,7 @@ pub fn userptr_fork_keeps_the_parent_view(d: &Device) -> TestResult {
 /// userptr lost its memory, or the access) or reads the current data and
 /// writes where the CPU sees it; none reads stale data.
 pub fn userptr_invalidate_race(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(4 * SZ_4K)?;
     bind_userptr(d, c.vm, m.addr(), UP_VA, 4 * SZ_4K, 0)?;
     let omap = out.mmap().map_err(e2s)?;
@@ -876,9 +873,7 @@ fn submit(d: &Device, c: &Ctx, cb: &CmdBuf) -> Result<u32, String> {
 /// MADV_DONTNEED of its page returns, and read the page it was given.
 pub fn userptr_invalidation_waits_for_the_gpu(d: &Device) -> TestResult {
     const SEM_VA: u64 = 0x7000_0000;
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let sem = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
     c.map(&sem, 0, SEM_VA, SZ_4K, 0)?;
     let m = Anon::mmap(SZ_4K)?;
@@ -935,9 +930,7 @@ pub fn userptr_invalidation_waits_for_the_gpu(d: &Device) -> TestResult {
 /// reading the old page.
 pub fn userptr_exec_rechecks_after_a_late_invalidation(d: &Device) -> TestResult {
     const KNOB: &str = "/sys/kernel/debug/mirage/exec_check_delay_ms";
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(2 * SZ_4K)?;
     m.no_thp()?;
     m.write_u64(0, 0x01d);
@@ -978,9 +971,7 @@ pub fn userptr_exec_rechecks_after_a_late_invalidation(d: &Device) -> TestResult
 /// ops: after it, none waits for revalidation, and the next EXEC finds the
 /// new pages mapped without revalidating anything.
 pub fn userptr_async_bind_revalidates(d: &Device) -> TestResult {
-    let c = Ctx::new(d)?;
-    let out = Bo::new(d, SZ_4K, SYSTEM, 0).map_err(e2s)?;
-    c.map(&out, 0, OUT_VA, SZ_4K, 0)?;
+    let (c, out) = with_out(d)?;
     let m = Anon::mmap(2 * SZ_4K)?;
     m.no_thp()?;
     m.write_u64(0, 0x01d);
