@@ -4,7 +4,8 @@
 //! vm <vm_id> pid <tgid> usable <0|1>
 //! pool reserved <n> used <n> returned <n> live <n> exhausted <n> unused <n> cancelled <n> available <n>
 //! pt leaves 1g <n> 2m <n> 4k <n>
-//! va 0x<start> 0x<end> offset 0x<bo offset>
+//! userptr live <n> invalidated <n> invalidations <n> revalidated_last <n> revalidated_total <n>
+//! va 0x<start> 0x<end> offset 0x<bo offset>[ userptr <id>]
 //! ...
 //! ```
 //!
@@ -58,8 +59,13 @@ pub struct VmFile {
     pub pool: Pool,
     /// Leaves of the page table: 1 GiB blocks, 2 MiB blocks, 4 KiB pages.
     pub leaves: [u64; 3],
-    /// `(start, end, bo offset)` of each mapping.
+    /// `(start, end, bo offset)` of each mapping (a userptr's offset is its
+    /// CPU address).
     pub mappings: Vec<(u64, u64, u64)>,
+    /// Userptrs: live, invalidated, invalidations, revalidated by the last
+    /// EXEC or bind that revalidated any, revalidated in all; zero if the
+    /// file has no userptr line.
+    pub userptr: [u64; 5],
 }
 
 /// The words of `line` after `tag`, as `key value` pairs whose keys must
@@ -134,10 +140,26 @@ pub fn parse(text: &str) -> Option<VmFile> {
         _ => return None,
     };
     let mut mappings = Vec::new();
+    let mut userptr = [0; 5];
     for l in lines.filter(|l| !l.trim().is_empty()) {
         let w: Vec<&str> = l.split_whitespace().collect();
         match w[..] {
-            ["va", start, end, "offset", off] => mappings.push((hex(start)?, hex(end)?, hex(off)?)),
+            ["va", start, end, "offset", off] | ["va", start, end, "offset", off, "userptr", _] => {
+                mappings.push((hex(start)?, hex(end)?, hex(off)?))
+            }
+            ["userptr", ..] => {
+                let keys = [
+                    "live",
+                    "invalidated",
+                    "invalidations",
+                    "revalidated_last",
+                    "revalidated_total",
+                ];
+                let p = pairs(l, "userptr", keys)?;
+                for (slot, v) in userptr.iter_mut().zip(p) {
+                    *slot = v.parse().ok()?;
+                }
+            }
             _ => return None,
         }
     }
@@ -148,6 +170,7 @@ pub fn parse(text: &str) -> Option<VmFile> {
         pool,
         leaves,
         mappings,
+        userptr,
     })
 }
 
@@ -228,6 +251,29 @@ mod tests {
         assert_eq!((none.pool, none.leaves), (Pool::default(), [0; 3]));
         // The same lines parse: the helpers below make good files.
         assert!(parse(&with_pool(POOL, PT)).is_some());
+    }
+
+    #[test]
+    fn userptr_counters_and_mappings_parse() {
+        let f = parse(&with_pool(
+            POOL,
+            "pt leaves 1g 0 2m 0 4k 1\n\
+             userptr live 2 invalidated 1 invalidations 9 revalidated_last 3 revalidated_total 7\n\
+             va 0x1000 0x3000 offset 0x7f0000001000 userptr 4\n",
+        ))
+        .unwrap_or_else(|| panic!("did not parse"));
+        assert_eq!(f.userptr, [2, 1, 9, 3, 7]);
+        assert_eq!(f.mappings, [(0x1000, 0x3000, 0x7f00_0000_1000)]);
+        // A userptr line missing a counter, or a va line with a stray word.
+        for tail in [
+            "userptr live 2 invalidated 1 invalidations 9 revalidated_last 3\n",
+            "va 0x1000 0x3000 offset 0x0 userptr\n",
+        ] {
+            assert!(
+                parse(&with_pool(POOL, &format!("{PT}{tail}"))).is_none(),
+                "{tail}"
+            );
+        }
     }
 
     #[test]

@@ -399,6 +399,14 @@ pub fn userptr_bind_rejects_bad_input(d: &Device) -> TestResult {
             libc::EFAULT,
         ),
         (
+            "more than can be tracked",
+            DrmMirageVmBindOp {
+                range: 1 << 46,
+                ..base
+            },
+            libc::ENOMEM,
+        ),
+        (
             "kernel address",
             DrmMirageVmBindOp {
                 obj_offset: 0xffff_8880_0000_0000,

@@ -14,7 +14,7 @@ use kernel::{
 use crate::{
     driver::{MirageDevice, MirageDriver},
     file::DrmFile,
-    vm::Vm,
+    vm::{Segments, Vm},
 };
 
 /// What a BO is created with.
@@ -83,9 +83,9 @@ pub(crate) fn segments(
     dev: &kernel::device::Device<Bound>,
     offset: u64,
     len: u64,
-) -> Result<KVec<(u64, u64)>> {
+) -> Result<Segments> {
     let sgt = bo.sg_table(dev)?;
-    let mut out: KVec<(u64, u64)> = KVec::new();
+    let mut out = Segments::new();
     let (mut skip, mut left) = (offset, len);
     for entry in sgt.iter() {
         if left == 0 {

@@ -284,6 +284,10 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
     }
 }
 
+/// The `(bus address, length)` pieces a mapping maps, in order. Their number follows from
+/// sizes userspace picks: a userptr of scattered pages has one per page.
+pub(crate) type Segments = KVVec<(u64, u64)>;
+
 /// One checked op of a bind.
 pub(crate) enum BindOp<B: Backend = Gpu> {
     Map {
@@ -293,7 +297,7 @@ pub(crate) enum BindOp<B: Backend = Gpu> {
         prot: u32,
         /// The bus addresses of `[offset, offset + range length)` of `bo`, as
         /// [`gem::segments`] gives them.
-        segments: KVec<(u64, u64)>,
+        segments: Segments,
     },
     Unmap {
         range: Range<u64>,
@@ -315,7 +319,7 @@ pub(crate) enum PtWork {
     Map {
         range: Range<u64>,
         prot: u32,
-        segments: KVec<(u64, u64)>,
+        segments: Segments,
     },
     Unmap {
         range: Range<u64>,
@@ -333,7 +337,7 @@ impl PtWork {
 type UserptrBox<B> = Pin<KBox<Userptr<B>>>;
 
 /// A MAP_USERPTR's new userptr, and the bus address of each of its pages.
-type NewUserptr<B> = (UserptrBox<B>, KVec<u64>);
+type NewUserptr<B> = (UserptrBox<B>, KVVec<u64>);
 
 /// The VA-tree side of an op, with everything it needs.
 enum TreeOp<B: Backend> {

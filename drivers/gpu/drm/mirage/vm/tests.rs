@@ -263,7 +263,7 @@ fn map_op(
     len: u64,
     prot: u32,
 ) -> Result<BindOp<TestBackend>> {
-    let mut segments = KVec::new();
+    let mut segments = super::Segments::new();
     segments.push((bus(bo, offset), len), GFP_KERNEL)?;
     Ok(BindOp::Map {
         range: vm.check_range(start, len)?,

@@ -43,7 +43,7 @@ use kernel::{
     time::Delta,
 };
 
-use super::Backend;
+use super::{Backend, Segments};
 use crate::mmu::walker::SZ_4K;
 
 /// The invalidated list and the state of each userptr id on it.
@@ -255,7 +255,7 @@ impl<B: Backend> Notifiers<B> {
 /// The bus addresses of a userptr's pages, while they are mapped for DMA.
 struct Pages {
     /// One per page of the userptr.
-    dma: KVec<u64>,
+    dma: KVVec<u64>,
     mapped: bool,
 }
 
@@ -319,6 +319,11 @@ impl<B: Backend> IntervalNotifierOps for Watch<B> {
     }
 }
 
+/// The flags of allocations whose size userspace picks.
+fn nowarn() -> kernel::alloc::Flags {
+    GFP_KERNEL | kernel::alloc::flags::__GFP_NOWARN
+}
+
 /// A userptr: where the VM maps it, and the notifier that keeps it current.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Userptr<B: Backend> {
@@ -334,7 +339,7 @@ pub(crate) struct Userptr<B: Backend> {
 /// The pages of a userptr as a fault found them.
 pub(crate) enum Faulted {
     /// The bus address of each page, current for sequence number `seq`.
-    Pages { dma: KVec<u64>, seq: u64 },
+    Pages { dma: KVVec<u64>, seq: u64 },
     /// The range is not mapped in the process, or does not allow the access.
     Gone,
 }
@@ -365,7 +370,7 @@ impl<B: Backend> Userptr<B> {
                         id,
                         write,
                         unmapped: Atomic::new(false),
-                        pages <- new_mutex!(Pages { dma: KVec::new(), mapped: false }),
+                        pages <- new_mutex!(Pages { dma: KVVec::new(), mapped: false }),
                     }? Error),
                 ),
                 cpu,
@@ -407,7 +412,8 @@ impl<B: Backend> Userptr<B> {
         };
         let range = self.notifier.range();
         let n = (range.end - range.start) / SZ_4K as usize;
-        let mut pfns = KVec::from_elem(HmmPfn::EMPTY, n, GFP_KERNEL)?;
+        // Userspace picks the size: a range too large to track fails quietly, with ENOMEM.
+        let mut pfns = KVVec::from_elem(HmmPfn::EMPTY, n, nowarn())?;
         let access = if w.write { Access::Write } else { Access::Read };
         loop {
             let seq = match hmm::fault(&self.notifier, &mm, range.clone(), access, &mut pfns) {
@@ -416,8 +422,8 @@ impl<B: Backend> Userptr<B> {
                 Err(e) => return Err(e),
             };
             // The notifier takes the locks below in reclaim: allocate before them.
-            let mut dma = KVec::with_capacity(n, GFP_KERNEL)?;
-            let mut copy = KVec::with_capacity(n, GFP_KERNEL)?;
+            let mut dma = KVVec::with_capacity(n, nowarn())?;
+            let mut copy = KVVec::with_capacity(n, nowarn())?;
             let _lock = w.shared.lock.read();
             if self.notifier.read_retry(seq) {
                 continue;
@@ -473,15 +479,15 @@ impl<B: Backend> PinnedDrop for Userptr<B> {
 
 /// The bus-address segments of `[start, start + len)` of a userptr whose pages are at `dma`
 /// (one per page, from the userptr's CPU start), merged where they touch.
-pub(crate) fn segments(dma: &[u64], start: u64, len: u64) -> Result<KVec<(u64, u64)>> {
+pub(crate) fn segments(dma: &[u64], start: u64, len: u64) -> Result<Segments> {
     let first = (start / SZ_4K) as usize;
     let n = (len / SZ_4K) as usize;
     let pages = dma.get(first..first + n).ok_or(EINVAL)?;
-    let mut out: KVec<(u64, u64)> = KVec::new();
+    let mut out = Segments::new();
     for &a in pages {
         match out.last_mut() {
             Some(last) if last.0 + last.1 == a => last.1 += SZ_4K,
-            _ => out.push((a, SZ_4K), GFP_KERNEL)?,
+            _ => out.push((a, SZ_4K), nowarn())?,
         }
     }
     Ok(out)
