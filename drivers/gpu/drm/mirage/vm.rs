@@ -765,9 +765,7 @@ impl<B: Backend> VmCore<B> {
             let dep = if p.queue == queue {
                 sync
             } else {
-                p.ranges
-                    .iter()
-                    .any(|a| ranges.iter().any(|b| a.start < b.end && b.start < a.end))
+                overlap(&p.ranges, &ranges)
             };
             if dep {
                 deps.push(p.fence.clone(), GFP_KERNEL)?;
@@ -849,14 +847,6 @@ impl<B: Backend> VmCore<B> {
         let mut job = jobs.prepare(BindJob::new(self.clone(), work, held), 1, &deps)?;
         state.pending.reserve(1, GFP_KERNEL)?;
 
-        // The dry run, from where the binds submitted before leave the page table. It
-        // allocates, so it takes the page-table lock for each read only.
-        let mut dry = Budget::new(&self.pt, &mut state.future);
-        for w in job.data().work() {
-            Self::apply_pt(&mut dry, self.pgsizes, w)?;
-        }
-        // Unmaps never fail for lack of memory: the pool keeps tables aside for them.
-        let unmap_only = tree_ops.iter().all(|t| matches!(t, TreeOp::Unmap { .. }));
         // Room for the userptrs the bind adds and retires.
         let new_ids = tree_ops.iter().filter_map(|t| match t {
             TreeOp::Map {
@@ -871,9 +861,8 @@ impl<B: Backend> VmCore<B> {
             .userptrs
             .reserve(slots.saturating_sub(state.userptrs.len()), GFP_KERNEL)?;
         state.retired.reserve(cut.len(), GFP_KERNEL)?;
-        self.pool
-            .reserve_for(dry.tables(), unmap_only, self.gpu.fail_reserve())?;
-        dry.commit();
+        let unmap_only = tree_ops.iter().all(|t| matches!(t, TreeOp::Unmap { .. }));
+        self.reserve_work(state, job.data().work(), unmap_only)?;
 
         // Nothing can fail from here on.
         let mut tree_ops = tree_ops;
@@ -968,6 +957,21 @@ impl<B: Backend> VmCore<B> {
             }
         }
         Ok(Submitted::Queued(fence))
+    }
+
+    /// Budgets the page tables `work` needs, from where the binds submitted before leave the
+    /// page table, and takes them from the pool. The dry run allocates, so it takes the
+    /// page-table lock for each read only. Unmaps never fail for lack of memory: the pool keeps
+    /// tables aside for them (`unmap_only`).
+    fn reserve_work(&self, state: &mut VmState<B>, work: &[PtWork], unmap_only: bool) -> Result {
+        let mut dry = Budget::new(&self.pt, &mut state.future);
+        for w in work {
+            Self::apply_pt(&mut dry, self.pgsizes, w)?;
+        }
+        self.pool
+            .reserve_for(dry.tables(), unmap_only, self.gpu.fail_reserve())?;
+        dry.commit();
+        Ok(())
     }
 
     /// The VA-tree side of each op, with what it needs; checks the ops.
@@ -1247,23 +1251,14 @@ impl<B: Backend> VmCore<B> {
         // are done: the notifier waited for them.
         let mut deps = KVec::new();
         for p in state.pending.iter() {
-            if p.ranges
-                .iter()
-                .any(|a| ranges.iter().any(|b| a.start < b.end && b.start < a.end))
-            {
+            if overlap(&p.ranges, &ranges) {
                 deps.push(p.fence.clone(), GFP_KERNEL)?;
             }
         }
         let unmap_only = work.iter().all(|w| matches!(w, PtWork::Unmap { .. }));
         let mut job = jobs.prepare(BindJob::rebind(self.clone(), work, ids)?, 1, &deps)?;
         state.pending.reserve(1, GFP_KERNEL)?;
-        let mut dry = Budget::new(&self.pt, &mut state.future);
-        for w in job.data().work() {
-            Self::apply_pt(&mut dry, self.pgsizes, w)?;
-        }
-        self.pool
-            .reserve_for(dry.tables(), unmap_only, self.gpu.fail_reserve())?;
-        dry.commit();
+        self.reserve_work(state, job.data().work(), unmap_only)?;
         job.data_mut().committed();
         let fence = jobs.commit(job);
         let _ = state.pending.push_within_capacity(Pending {
@@ -1403,6 +1398,12 @@ impl<B: Backend> PinnedDrop for VmCore<B> {
 }
 
 /// `ranges` without `cut`.
+/// Whether a range of `a` overlaps a range of `b`.
+fn overlap(a: &[Range<u64>], b: &[Range<u64>]) -> bool {
+    a.iter()
+        .any(|a| b.iter().any(|b| a.start < b.end && b.start < a.end))
+}
+
 fn subtract(ranges: KVec<Range<u64>>, cut: &Range<u64>) -> Result<KVec<Range<u64>>> {
     let mut out = KVec::with_capacity(ranges.len() + 1, GFP_KERNEL)?;
     for r in ranges.into_iter() {
