@@ -933,32 +933,42 @@ pub fn exec_vm_destroyed_while_its_job_runs(d: &Device) -> TestResult {
 /// were destroyed, and `rmmod` follows at once. Checks that the work is
 /// still in flight when it leaves.
 pub fn leave_work_in_flight(d: &Device) -> TestResult {
-    // A job that never ends by itself (it is killed by the job timeout),
-    // two more behind it on its queue, and one on another queue that waits
-    // for it through a syncobj.
+    // Everything slow (BOs, mappings) is set up first, so that the stuck job
+    // is still short of the job timeout when the process leaves.
     let a = Ctx::new(d)?;
     let sem = Bo::new(d, SZ_4K, SYSTEM, a.vm).map_err(e2s)?;
-    let (gate, len) = a.start_stuck_job(&sem)?;
-    for _ in 0..2 {
-        d.exec(a.queue, CMD_VA, len, &[]).map_err(e2s)?;
-    }
-
-    // An external BO mapped in a second VM too, written by a job that waits
-    // for the stuck one; the second VM is destroyed with the job queued.
+    // An external BO mapped in a second VM too.
     let shared = Bo::new(d, 4 * SZ_2M, SYSTEM, 0).map_err(e2s)?;
     a.map(&shared, 0, 0x4000_0000, 4 * SZ_2M, 0)?;
     let b = Ctx::new(d)?;
     b.map(&shared, 0, 0x4000_0000, 4 * SZ_2M, 0)?;
-    let mut fill = CmdBuf::new();
-    fill.fill(0x4000_0000, 4 * SZ_2M, 0x5a5a_5a5a).end();
-    b.submit(&fill, &[DrmMirageSync::wait(gate)])?;
-    d.vm_destroy(b.vm).map_err(e2s)?;
-
     // A third VM with a long job of its own, mapped and mmapped at exit.
     let c = Ctx::new(d)?;
     let big = Bo::new(d, 16 * SZ_2M, SYSTEM, c.vm).map_err(e2s)?;
     c.map(&big, 0, 0x8000_0000, 16 * SZ_2M, 0)?;
     let _cpu_view = big.mmap().map_err(e2s)?;
+    let extra = Bo::new(d, SZ_4K, SYSTEM, a.vm).map_err(e2s)?;
+    let binds = d
+        .exec_queue_create(
+            c.vm,
+            DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
+            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
+        )
+        .map_err(e2s)?;
+
+    // A job that never ends by itself (it is killed by the job timeout),
+    // two more behind it on its queue, and one on another queue that waits
+    // for it through a syncobj.
+    let (gate, len) = a.start_stuck_job(&sem)?;
+    for _ in 0..2 {
+        d.exec(a.queue, CMD_VA, len, &[]).map_err(e2s)?;
+    }
+    // The second VM's job writes the shared BO behind the stuck one; that VM
+    // is destroyed with the job queued.
+    let mut fill = CmdBuf::new();
+    fill.fill(0x4000_0000, 4 * SZ_2M, 0x5a5a_5a5a).end();
+    b.submit(&fill, &[DrmMirageSync::wait(gate)])?;
+    d.vm_destroy(b.vm).map_err(e2s)?;
     let mut long = CmdBuf::new();
     for i in 0..16 {
         long.fill(0x8000_0000 + i * SZ_2M, SZ_2M, i as u32);
@@ -968,7 +978,6 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
 
     // Binds queued behind the stuck job, on a VM's default bind queue and on
     // a bind queue of its own: the file's close cancels them.
-    let extra = Bo::new(d, SZ_4K, SYSTEM, a.vm).map_err(e2s)?;
     d.vm_bind(
         a.vm,
         0,
@@ -979,13 +988,6 @@ pub fn leave_work_in_flight(d: &Device) -> TestResult {
         &[DrmMirageSync::wait(gate)],
     )
     .map_err(e2s)?;
-    let binds = d
-        .exec_queue_create(
-            c.vm,
-            DRM_MIRAGE_ENGINE_CLASS_VM_BIND,
-            DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
-        )
-        .map_err(e2s)?;
     d.vm_bind(
         c.vm,
         binds,
