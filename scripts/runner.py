@@ -56,9 +56,9 @@ KTAP_PLAN = re.compile(r"^(\s*)1\.\.(\d+)\s*$")
 SUBTEST = re.compile(r"^\s*# Subtest: (\S+)")
 # Suites whose every case must run: a SKIP there is a failure.
 REQUIRED_SUITES = ("mirage_uapi_get_param", "mirage_guest", "rust_dma_fence", "rust_dma_resv",
-                   "rust_dma_fence_callback", "rust_drm_exec", "rust_drm_gpuvm_exec", "rust_drm_syncobj",
-                   "rust_drm_job_queue", "mirage_pgtable", "mirage_vm", "rust_rwsem",
-                   "rust_mmu_interval_notifier", "rust_hmm")
+                   "rust_dma_fence_callback", "rust_drm_exec", "rust_drm_gpusvm", "rust_drm_gpuvm",
+                   "rust_drm_gpuvm_exec", "rust_drm_syncobj", "rust_drm_job_queue", "mirage_pgtable",
+                   "mirage_vm", "rust_rwsem", "rust_mmu_interval_notifier", "rust_hmm")
 # The guest asks the runner for one control-socket command with this line and
 # reads "<n> <reply>" back on its console.
 CONTROL_REQUEST = re.compile(r"^control-request (\d+) (.+)$")

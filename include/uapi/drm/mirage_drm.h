@@ -184,6 +184,16 @@ struct drm_mirage_gem_mmap_offset {
  * queued on the VM's default bind queue are cancelled.
  */
 
+/*
+ * DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE: the VM's jobs stall on GPU page
+ * faults, which the kernel resolves: CPU-address-mirror mappings are filled
+ * in on fault. A fault it cannot resolve (nothing mapped there, a permission
+ * or attribute fault, a CPU address that is not mapped) ends the job, whose
+ * fence gets -EIO. Needs DRM_MIRAGE_FEATURE_PAGE_FAULTS, else -EINVAL.
+ * xe's bit; bits 0 and 1 (xe's SCRATCH_PAGE and LR_MODE) are reserved.
+ */
+#define DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE	(1 << 2)
+
 /**
  * struct drm_mirage_vm_create - argument of DRM_IOCTL_MIRAGE_VM_CREATE
  */
@@ -191,7 +201,7 @@ struct drm_mirage_vm_create {
 	/** @extensions: pointer to the first extension; must be zero. */
 	__u64 extensions;
 
-	/** @flags: none are defined yet; must be zero. */
+	/** @flags: DRM_MIRAGE_VM_CREATE_FLAG_*; other bits must be zero. */
 	__u32 flags;
 
 	/** @vm_id: output: the new VM's id (never 0). */
@@ -239,6 +249,23 @@ enum drm_mirage_pat {
 
 /* VM_BIND op flags; xe's bit numbers where xe has the flag. */
 #define DRM_MIRAGE_VM_BIND_FLAG_READONLY	(1 << 0)
+/*
+ * DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR: MAP only, on a FAULT_MODE VM (else
+ * -EINVAL). Nothing is mapped: the range mirrors the same CPU addresses of
+ * the process, whose pages the kernel maps on GPU fault (malloc, mmap and
+ * stack memory alike). @obj and @cpu_addr_mirror_offset must be zero; the
+ * only other flag allowed is MADVISE_AUTORESET; @pat_index is the mirror's
+ * default PAT. A bind that would change a mirror whose memory the GPU has
+ * faulted in fails with -EBUSY (as xe): munmap the CPU memory first.
+ */
+#define DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR	(1 << 5)
+/*
+ * DRM_MIRAGE_VM_BIND_FLAG_MADVISE_AUTORESET: with CPU_ADDR_MIRROR only (else
+ * -EINVAL). The MADVISE attributes of the mirror go back to their values
+ * right after the bind when the CPU unmaps the memory (munmap, brk), for the
+ * span unmapped: xe's semantics.
+ */
+#define DRM_MIRAGE_VM_BIND_FLAG_MADVISE_AUTORESET	(1 << 6)
 #define DRM_MIRAGE_VM_BIND_FLAG_NOEXEC		(1 << 16)
 
 /**
@@ -260,6 +287,8 @@ enum drm_mirage_pat {
  *   only reads, and the process needs only read access) and NOEXEC apply.
  *   A range that is not mapped in the process, or that does not allow the
  *   access, fails with -EFAULT.
+ * - MAP with flag CPU_ADDR_MIRROR makes [@addr, @addr + @range) a mirror of
+ *   the same CPU addresses (see the flag). @obj must be zero.
  *
  * For MAP, MAP_USERPTR and UNMAP, @addr, @range, @obj_offset and @userptr
  * must be 4 KiB aligned, @range nonzero and the range below
@@ -285,7 +314,10 @@ struct drm_mirage_vm_bind_op {
 		/** @userptr: CPU address of a MAP_USERPTR. */
 		__u64 userptr;
 
-		/** @cpu_addr_mirror_offset: reserved; must be zero. */
+		/**
+		 * @cpu_addr_mirror_offset: offset from @addr to the mirrored CPU
+		 * address of a CPU_ADDR_MIRROR MAP; must be zero (xe's rule).
+		 */
 		__s64 cpu_addr_mirror_offset;
 	};
 

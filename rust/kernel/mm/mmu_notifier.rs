@@ -52,7 +52,7 @@ pub enum Event {
 }
 
 impl Event {
-    fn from_raw(e: bindings::mmu_notifier_event) -> Self {
+    pub(crate) fn from_raw(e: bindings::mmu_notifier_event) -> Self {
         match e {
             bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP => Event::Unmap,
             bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR => Event::Clear,

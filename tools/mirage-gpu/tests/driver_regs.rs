@@ -129,8 +129,15 @@ fn device_fixed() -> HashMap<&'static str, u64> {
         ("JOB_DONE_CLEAR", dev::JOB_DONE_CLEAR),
         ("QUEUE_ERROR_STATUS", dev::QUEUE_ERROR_STATUS),
         ("QUEUE_ERROR_CLEAR", dev::QUEUE_ERROR_CLEAR),
+        ("FAULTQ_BASE_LO", dev::FAULTQ_BASE_LO),
+        ("FAULTQ_BASE_HI", dev::FAULTQ_BASE_HI),
+        ("FAULTQ_SIZE", dev::FAULTQ_SIZE),
+        ("FAULTQ_TAIL_WB_LO", dev::FAULTQ_TAIL_WB_LO),
+        ("FAULTQ_TAIL_WB_HI", dev::FAULTQ_TAIL_WB_HI),
         ("DB_PING", dev::DB_PING),
         ("DB_DMA_FILL", dev::DB_DMA_FILL),
+        ("DB_FAULTQ_HEAD", dev::DB_FAULTQ_HEAD),
+        ("DB_FAULT_RESPONSE", dev::DB_FAULT_RESPONSE),
     ])
 }
 

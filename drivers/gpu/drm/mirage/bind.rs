@@ -32,6 +32,8 @@ unsafe impl FromBytes for UserOp {}
 const MAX_OPS: u32 = uapi::DRM_MIRAGE_MAX_BIND_OPS;
 const KNOWN_FLAGS: u32 =
     uapi::DRM_MIRAGE_VM_BIND_FLAG_READONLY | uapi::DRM_MIRAGE_VM_BIND_FLAG_NOEXEC;
+const MIRROR: u32 = uapi::DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR;
+const AUTORESET: u32 = uapi::DRM_MIRAGE_VM_BIND_FLAG_MADVISE_AUTORESET;
 
 /// An op whose fields were checked on their own, before any lookup.
 enum Checked {
@@ -54,6 +56,12 @@ enum Checked {
         addr: u64,
         range: u64,
         prot: u32,
+    },
+    MapMirror {
+        addr: u64,
+        range: u64,
+        pat: u16,
+        autoreset: bool,
     },
 }
 
@@ -82,6 +90,25 @@ fn check_op(op: &uapi::drm_mirage_vm_bind_op) -> Result<Checked> {
     let readonly = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_READONLY != 0;
     let noexec = op.flags & uapi::DRM_MIRAGE_VM_BIND_FLAG_NOEXEC != 0;
     match op.op {
+        uapi::DRM_MIRAGE_VM_BIND_OP_MAP if op.flags & MIRROR != 0 => {
+            // xe's shape: no object, no offset (`cpu_addr_mirror_offset`), and no other flag
+            // but AUTORESET; the PAT is the mirror's default.
+            cached()?;
+            if op.obj != 0
+                || offset != 0
+                || op.flags & !(MIRROR | AUTORESET) != 0
+                || range == 0
+                || !aligned(addr | range)
+            {
+                return Err(EINVAL);
+            }
+            Ok(Checked::MapMirror {
+                addr,
+                range,
+                pat: op.pat_index,
+                autoreset: op.flags & AUTORESET != 0,
+            })
+        }
         uapi::DRM_MIRAGE_VM_BIND_OP_MAP => {
             let cached = cached()?;
             if op.obj == 0
@@ -234,6 +261,16 @@ pub(crate) fn vm_bind(
                 range: vm.check_range(addr, range)?,
                 cpu,
                 prot,
+            },
+            Checked::MapMirror {
+                addr,
+                range,
+                pat,
+                autoreset,
+            } => BindOp::MapMirror {
+                range: vm.check_range(addr, range)?,
+                pat,
+                autoreset,
             },
         };
         ops.push(op, GFP_KERNEL)?;

@@ -167,6 +167,7 @@ impl pci::Driver for MirageDriver {
             if reset::quiesce(bar).is_err() {
                 dev_err!(pdev, "cannot quiesce the device after a failed probe\n");
             }
+            gpu.stop_faults();
         });
 
         let vectors = Vectors::alloc_msix(pdev, 1, 1)
@@ -186,6 +187,7 @@ impl pci::Driver for MirageDriver {
             },
             GFP_KERNEL,
         )?;
+        gpu.start_faults(bar);
         bar.write_reg(mirage_irq::handled_sources());
         selftest::ping(pdev, bar, irq.handler())?;
         selftest::dma_fill(pdev, bar, irq.handler())?;
@@ -233,6 +235,8 @@ impl pci::Driver for MirageDriver {
             }
             Err(e) => dev_err!(pdev, "no BAR at unbind: {:?}\n", e),
         }
+        // The device posts no more faults; the fault work runs driver code, which may go next.
+        this.gpu.stop_faults();
         // The PCI core leaves bus mastering on after remove.
         pdev.clear_master();
     }

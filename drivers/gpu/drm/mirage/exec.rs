@@ -80,6 +80,7 @@ impl JobQueueOps for ExecOps {
                 addr: job.addr,
                 len: job.len,
                 done,
+                faults: job.vm.fault_mode().then(|| job.vm.clone()),
             },
         );
         Ok(fence)

@@ -260,7 +260,15 @@ impl MirageFile {
         args: &mut uapi::drm_mirage_vm_create,
         file: &DrmFile,
     ) -> Result<u32> {
-        if args.extensions != 0 || args.flags != 0 || args.reserved != [0; 2] {
+        const FAULT_MODE: u32 = uapi::DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE;
+        if args.extensions != 0 || args.flags & !FAULT_MODE != 0 || args.reserved != [0; 2] {
+            return Err(EINVAL);
+        }
+        let fault_mode = args.flags & FAULT_MODE != 0;
+        // As xe: a device without page faults has no fault mode.
+        if fault_mode
+            && dev.info.features & uapi::drm_mirage_feature_DRM_MIRAGE_FEATURE_PAGE_FAULTS == 0
+        {
             return Err(EINVAL);
         }
         let vm = Vm::new(
@@ -268,7 +276,11 @@ impl MirageFile {
             &dev.gpu,
             dev.info.va_bits,
             dev.info.pgsize_bitmap.into(),
+            fault_mode,
         )?;
+        if fault_mode {
+            vm.enable_svm(dev)?;
+        }
         let binds = Arc::new(BindQueue::new(vm.clone())?, GFP_KERNEL)?;
         let name = CString::try_from_fmt(fmt!("vm-{}", vm.serial()))?;
         // Allocated before the lock: nothing is allocated under it.

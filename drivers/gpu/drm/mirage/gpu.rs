@@ -19,16 +19,22 @@ use kernel::{
     dma_buf::fence::{FenceOps, OwnedDriverFence},
     io::{register::Array, Io},
     mm::hmm::{self, HmmPfn},
-    new_mutex, pci,
+    new_mutex, new_spinlock, pci,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Mutex,
+        Arc, Mutex, SpinLock,
     },
+    workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
-use crate::{irq::Bar0, regs};
+use crate::{
+    faults::{self, Fault, FaultQueue},
+    irq::Bar0,
+    regs,
+    vm::Vm,
+};
 
 /// The BAR, revoked when the device is unbound.
 pub(crate) type DevresBar0 = pci::DevresBar<{ regs::BAR0_MAPPED }>;
@@ -60,6 +66,8 @@ pub(crate) struct VmHw {
     pub(crate) serial: u64,
     pub(crate) ttbr: u64,
     pub(crate) mair: u64,
+    /// Stall and replay faults (a fault-mode VM) instead of aborting the job.
+    pub(crate) stall: bool,
 }
 
 /// A job handed to the device.
@@ -70,6 +78,8 @@ pub(crate) struct Submission {
     pub(crate) len: u32,
     /// Signalled when the job ends: with `EIO` if it faulted or failed.
     pub(crate) done: HwFence,
+    /// The VM that resolves the job's page faults, if it runs in stall mode.
+    pub(crate) faults: Option<Arc<Vm>>,
 }
 
 struct Running {
@@ -128,6 +138,30 @@ pub(crate) struct Gpu {
     mem: Coherent<[u64]>,
     #[pin]
     sched: Mutex<Sched>,
+    /// Where stalled jobs' faults arrive.
+    faultq: FaultQueue,
+    /// Whether page-fault interrupts may queue `fault_work`; off from unbind on, so that the
+    /// work can be waited for once and for all.
+    #[pin]
+    faults_on: SpinLock<bool>,
+    /// Takes the faults from `faultq` and answers them.
+    #[pin]
+    fault_work: Work<Gpu>,
+}
+
+impl_has_work! {
+    impl HasWork<Gpu> for Gpu { self.fault_work }
+}
+
+impl WorkItem for Gpu {
+    type Pointer = Arc<Gpu>;
+
+    fn run(this: Arc<Gpu>) {
+        while let Some(f) = this.faultq.pop(&this) {
+            let resume = this.resolve(&f);
+            faults::answer(&this, f.id, resume);
+        }
+    }
 }
 
 impl Gpu {
@@ -158,6 +192,7 @@ impl Gpu {
         let alloc_in_signalling = hook(c"alloc_in_signalling")?;
         let fail_bind_run = hook(c"fail_next_bind_run")?;
         let exec_check_delay = hook(c"exec_check_delay_ms")?;
+        let faultq = FaultQueue::new(pdev.as_ref())?;
         Ok(try_pin_init!(Self {
             bar,
             dev,
@@ -182,7 +217,51 @@ impl Gpu {
                 clock: 0,
                 next_seqno: 1,
             }),
+            faultq,
+            faults_on <- new_spinlock!(false),
+            fault_work <- new_work!("mirage::fault_work"),
         }))
+    }
+
+    /// Points the device at the fault queue and lets page-fault interrupts queue the fault
+    /// work. The device is quiet.
+    pub(crate) fn start_faults(&self, bar: &Bar0<'_>) {
+        self.faultq.start(bar);
+        *self.faults_on.lock() = true;
+    }
+
+    /// From the interrupt thread: the device posted fault records.
+    pub(crate) fn page_faults_posted(self: &Arc<Self>) {
+        let on = self.faults_on.lock();
+        if *on {
+            // Already queued is fine: the work takes every record posted before it runs.
+            let _ = workqueue::system_unbound().enqueue(self.clone());
+        }
+    }
+
+    /// Stops the fault work for good and waits for it: for unbind, once the device is quiet.
+    pub(crate) fn stop_faults(&self) {
+        *self.faults_on.lock() = false;
+        self.fault_work.flush();
+    }
+
+    /// Whether the job that stalled on `f` may retry: its VM resolved the fault. A fault of a
+    /// job that is no longer on its queue (killed by the timeout) is answered ABORT, which the
+    /// device ignores.
+    fn resolve(&self, f: &Fault) -> bool {
+        // The device stalls on these only; anything else is aborted.
+        if !matches!(f.kind(), regs::FAULT_TRANSLATION | regs::FAULT_ACCESS_FLAG) {
+            return false;
+        }
+        let vm = {
+            let s = self.sched.lock();
+            s.running
+                .get(f.queue as usize)
+                .and_then(Option::as_ref)
+                .filter(|r| r.space == f.space as usize)
+                .and_then(|r| r.sub.faults.clone())
+        };
+        vm.is_some_and(|vm| vm.handle_fault(f).is_ok())
     }
 
     /// Maps a userptr's page for the device to read, and to write if `write`; returns its bus
@@ -367,7 +446,9 @@ impl Gpu {
         );
         bar.write(
             regs::AS_TRANSCFG::try_at(i)?,
-            regs::AS_TRANSCFG::zeroed().with_enable(true),
+            regs::AS_TRANSCFG::zeroed()
+                .with_enable(true)
+                .with_stall(vm.stall),
         );
         bar.write(
             regs::AS_COMMAND::try_at(i)?,

@@ -79,6 +79,7 @@ pub(crate) fn handled_sources() -> regs::IRQ_MASK {
         .with_dma(true)
         .with_job(true)
         .with_queue_error(true)
+        .with_page_fault(true)
 }
 
 /// State shared between the two halves of the interrupt handler and process context.
@@ -175,6 +176,10 @@ impl irq::ThreadedHandler for IrqHandler {
                 bar.write_reg(regs::QUEUE_ERROR_CLEAR::from(failed.into_raw()));
             }
             self.queue_errors.fetch_add(1, Release);
+        }
+        if status.page_fault() {
+            // Faults are resolved in process context: resolving one may sleep and allocate.
+            self.gpu.page_faults_posted();
         }
         if status.job() || status.queue_error() {
             // Completion records are in memory: jobs end without a register read each.

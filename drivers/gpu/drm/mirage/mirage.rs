@@ -8,6 +8,7 @@
 mod bind;
 mod driver;
 mod exec;
+mod faults;
 mod file;
 mod gem;
 mod gpu;

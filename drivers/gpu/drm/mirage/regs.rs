@@ -183,6 +183,30 @@ register! {
         7:0 queues;
     }
 
+    /// Bus address of the page-fault queue, 32-byte aligned.
+    pub(crate) FAULTQ_BASE_LO(u32) @ 0x090 {
+        31:0 value;
+    }
+
+    pub(crate) FAULTQ_BASE_HI(u32) @ 0x094 {
+        31:0 value;
+    }
+
+    /// Entries of the page-fault queue, a power of two (0: off). Writing it empties the queue;
+    /// while it is nonzero, the base and write-back addresses ignore writes.
+    pub(crate) FAULTQ_SIZE(u32) @ 0x098 {
+        31:0 value;
+    }
+
+    /// Bus address where the device writes its producer index after each record.
+    pub(crate) FAULTQ_TAIL_WB_LO(u32) @ 0x09c {
+        31:0 value;
+    }
+
+    pub(crate) FAULTQ_TAIL_WB_HI(u32) @ 0x0a0 {
+        31:0 value;
+    }
+
     /// Answers a ping with an interrupt.
     pub(crate) DB_PING(u32) @ 0x1000 {
         31:0 value;
@@ -191,6 +215,18 @@ register! {
     /// Starts a DMA fill.
     pub(crate) DB_DMA_FILL(u32) @ 0x1004 {
         31:0 value;
+    }
+
+    /// The driver's consumer index of the page-fault queue: the slots before it are free.
+    pub(crate) DB_FAULTQ_HEAD(u32) @ 0x1008 {
+        31:0 head;
+    }
+
+    /// The answer to a stalled fault.
+    pub(crate) DB_FAULT_RESPONSE(u32) @ 0x100c {
+        30:0 id;
+        /// End the job with MMU_FAULT; clear: retry the access.
+        31:31 abort => bool;
     }
 
     /// Queue n's doorbell: its new tail.
@@ -309,6 +345,18 @@ pub(crate) const AS_CMD_FLUSH_RANGE: u8 = 2;
 pub(crate) const Q_CMD_RESET: u8 = 1;
 /// `Q_COMMAND`: let a FAULTED queue go on with its next job.
 pub(crate) const Q_CMD_RESUME: u8 = 2;
+
+/// Fault status exception types (bits 7:3; the table level is in bits 1:0).
+pub(crate) const FAULT_TYPE_MASK: u32 = 0xf8;
+pub(crate) const FAULT_TRANSLATION: u32 = 0xc0;
+pub(crate) const FAULT_PERMISSION: u32 = 0xc8;
+pub(crate) const FAULT_ACCESS_FLAG: u32 = 0xd8;
+pub(crate) const FAULT_MEMORY_ATTRIBUTE: u32 = 0xe8;
+/// Fault status access types (bits 9:8).
+pub(crate) const FAULT_ACCESS_ATOMIC: u32 = 0;
+pub(crate) const FAULT_ACCESS_EXECUTE: u32 = 1;
+pub(crate) const FAULT_ACCESS_READ: u32 = 2;
+pub(crate) const FAULT_ACCESS_WRITE: u32 = 3;
 
 /// Job status of a completion record: the job ran to its end.
 pub(crate) const JOB_STATUS_OK: u32 = 0;

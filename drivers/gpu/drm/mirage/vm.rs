@@ -38,7 +38,7 @@ use kernel::{
         gem::{BaseObject, IntoGEMObject},
         gpuvm::{
             DriverGpuVm, GpuVaAlloc, GpuVm, GpuVmBo, OpMap, OpMapRequest, OpMapped, OpRemap,
-            OpRemapped, OpUnmap, OpUnmapped, UniqueRefGpuVm,
+            OpRemapped, OpUnmap, OpUnmapped, UniqueRefGpuVm, VaFlags,
         },
         job_queue::JobQueue,
     },
@@ -63,15 +63,19 @@ use crate::{
         budget::{Budget, Overlay},
         pgtable::PageTable,
         pool::PtPool,
-        walker::{count_leaves, map_contiguous, unmap_range, PtOps, SZ_4K},
+        walker::{count_leaves, map_contiguous, unmap_range, zap_leaves, PtOps, SZ_4K},
     },
 };
 
+mod attrs;
+mod fault;
 pub(crate) mod queue;
+mod svm;
 #[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
 mod tests;
 pub(crate) mod userptr;
 
+pub(crate) use attrs::{Attrs, VaInfo, MIRROR};
 use queue::{BindJob, BindOps, BindQueue, Held};
 use userptr::{Faulted, Notifiers, Userptr};
 
@@ -215,8 +219,8 @@ pub(crate) struct SmCtx<'a, B: Backend> {
     held: Option<&'a mut KVec<ARef<B::Object>>>,
     /// VAs inserted minus VAs removed.
     added: isize,
-    /// The userptr a map inserts, by id.
-    userptr: Option<u32>,
+    /// The data of the mapping a map inserts.
+    data: VaInfo,
 }
 
 impl<B: Backend> SmCtx<'_, B> {
@@ -236,8 +240,7 @@ impl<B: Backend> SmCtx<'_, B> {
 impl<B: Backend> DriverGpuVm for VmData<B> {
     type Driver = B::Driver;
     type Object = B::Object;
-    /// The id of the userptr a mapping maps, if it maps one.
-    type VaData = Option<u32>;
+    type VaData = VaInfo;
     type VmBoData = ();
     type SmContext<'ctx> = SmCtx<'ctx, B>;
 
@@ -250,7 +253,7 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
     ) -> Result<OpMapped<'op, Self>> {
         let va = ctx.vas.take()?;
         ctx.added += 1;
-        Ok(op.insert(va, ctx.userptr))
+        Ok(op.insert(va, ctx.data))
     }
 
     fn sm_step_unmap<'op>(
@@ -258,7 +261,9 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
         op: OpUnmap<'op, Self>,
         ctx: &mut SmCtx<'_, B>,
     ) -> Result<OpUnmapped<'op, Self>> {
-        ctx.hold(op.va().obj());
+        if let Some(bo) = op.va().obj() {
+            ctx.hold(bo);
+        }
         let (done, _removed) = op.remove();
         ctx.added -= 1;
         Ok(done)
@@ -269,9 +274,11 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
         op: OpRemap<'op, Self>,
         ctx: &mut SmCtx<'_, B>,
     ) -> Result<OpRemapped<'op, Self>> {
-        ctx.hold(op.obj());
+        if let Some(bo) = op.obj() {
+            ctx.hold(bo);
+        }
         let pair = [ctx.vas.take()?, ctx.vas.take()?];
-        // The pieces of a userptr's mapping map the same userptr.
+        // The pieces of a userptr's or a mirror's mapping keep what it had.
         let data = *op.va_to_unmap().data();
         let (done, ret) = op.remap(pair, data, data);
         // One VA out, one or two in.
@@ -311,6 +318,12 @@ pub(crate) enum BindOp<B: Backend = Gpu> {
         cpu: u64,
         prot: u32,
     },
+    /// Makes `range` a mirror of the same CPU addresses, filled in on GPU fault.
+    MapMirror {
+        range: Range<u64>,
+        pat: u16,
+        autoreset: bool,
+    },
 }
 
 /// The page-table work of one op: what the bind job does when it executes.
@@ -324,12 +337,21 @@ pub(crate) enum PtWork {
     Unmap {
         range: Range<u64>,
     },
+    /// Unmaps the leaves in `range` (a mirror's range), then maps the segments there. Frees
+    /// no table.
+    Fill {
+        range: Range<u64>,
+        prot: u32,
+        segments: Segments,
+    },
 }
 
 impl PtWork {
     fn range(&self) -> &Range<u64> {
         match self {
-            PtWork::Map { range, .. } | PtWork::Unmap { range } => range,
+            PtWork::Map { range, .. } | PtWork::Unmap { range } | PtWork::Fill { range, .. } => {
+                range
+            }
         }
     }
 }
@@ -344,7 +366,11 @@ enum TreeOp<B: Backend> {
     Map {
         range: Range<u64>,
         offset: u64,
-        vm_bo: ARef<GpuVmBo<VmData<B>>>,
+        /// `None` for a mirror, which has no GEM object.
+        vm_bo: Option<ARef<GpuVmBo<VmData<B>>>>,
+        flags: VaFlags,
+        /// The new mapping's data, but for a userptr's id, which `userptr` gives.
+        data: VaInfo,
         vas: VaAllocs<B>,
         /// A MAP_USERPTR's new userptr, and the bus address of each of its pages.
         userptr: Option<NewUserptr<B>>,
@@ -377,6 +403,8 @@ struct VmState<B: Backend> {
     userptrs: KVec<Slot<B>>,
     /// Userptrs no longer in the tree, kept until the bind that unmapped them executed.
     retired: KVec<(ARef<Fence>, UserptrBox<B>)>,
+    /// A fault-mode VM's mirror of its process's address space, and the right to change it.
+    svm: Option<svm::Svm<B>>,
 }
 
 /// A userptr id.
@@ -418,7 +446,7 @@ impl<B: Backend> VmState<B> {
         let mut out = KVec::new();
         let mut res = Ok(());
         self.gpuvm.for_each_va(u.gpu().clone(), |va| {
-            if res.is_ok() && *va.data() == Some(u.id()) {
+            if res.is_ok() && va.data().userptr == Some(u.id()) {
                 res = out
                     .push((va.range(), va.gem_offset() - u.cpu()), GFP_KERNEL)
                     .map_err(Error::from);
@@ -488,6 +516,11 @@ pub(crate) struct VmCore<B: Backend> {
     /// The page table's root and attributes, as the device needs them; they never change.
     ttbr: u64,
     mair: u64,
+    /// Jobs stall on page faults, which the VM resolves ([`VmCore::handle_fault`]).
+    fault_mode: bool,
+    /// Page faults resolved (the job retried) and not (the job was aborted).
+    faults_resolved: Atomic<u64>,
+    faults_aborted: Atomic<u64>,
 }
 
 impl<B: Backend> VmCore<B> {
@@ -496,6 +529,7 @@ impl<B: Backend> VmCore<B> {
         gpu: &Arc<B>,
         va_bits: u32,
         pgsizes: u64,
+        fault_mode: bool,
     ) -> Result<Arc<Self>> {
         let root = B::new_resv_root(dev)?;
         let pool = Arc::new(PtPool::new()?, GFP_KERNEL)?;
@@ -523,6 +557,7 @@ impl<B: Backend> VmCore<B> {
                     vas: 0,
                     userptrs: KVec::new(),
                     retired: KVec::new(),
+                    svm: None,
                 }),
                 pt <- new_mutex!(pt),
                 pool,
@@ -537,6 +572,9 @@ impl<B: Backend> VmCore<B> {
                 notifiers,
                 ttbr,
                 mair,
+                fault_mode,
+                faults_resolved: Atomic::new(0),
+                faults_aborted: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -556,7 +594,13 @@ impl<B: Backend> VmCore<B> {
             serial: self.serial,
             ttbr: self.ttbr,
             mair: self.mair,
+            stall: self.fault_mode,
         }
+    }
+
+    /// Whether the VM's jobs stall on page faults.
+    pub(crate) fn fault_mode(&self) -> bool {
+        self.fault_mode
     }
 
     /// The VM's drm_gpuvm, for locking its reservation objects.
@@ -604,6 +648,15 @@ impl<B: Backend> VmCore<B> {
             .filter(|u| matches!(u, Slot::Live(_)))
             .count();
         self.notifiers.show(f, live)?;
+        writeln!(
+            f,
+            "faults resolved {} aborted {}",
+            self.faults_resolved.load(Relaxed),
+            self.faults_aborted.load(Relaxed)
+        )?;
+        if let Some(svm) = &state.svm {
+            writeln!(f, "svm ranges {}", svm.count())?;
+        }
         let mut res = Ok(());
         state.gpuvm.for_each_va(0..self.va_end, |va| {
             if res.is_err() {
@@ -616,8 +669,16 @@ impl<B: Backend> VmCore<B> {
                 va.addr() + va.length(),
                 va.gem_offset()
             );
-            if let (Ok(()), Some(id)) = (&res, va.data()) {
+            if let (Ok(()), Some(id)) = (&res, va.data().userptr) {
                 res = write!(f, " userptr {id}");
+            }
+            if let (Ok(()), Some(a)) = (&res, va.data().mirror) {
+                res = write!(
+                    f,
+                    " mirror pat {} autoreset {}",
+                    a.pat,
+                    u32::from(a.autoreset)
+                );
             }
             if res.is_ok() {
                 res = writeln!(f);
@@ -748,7 +809,7 @@ impl<B: Backend> VmCore<B> {
                 ranges.push(r.clone(), GFP_KERNEL)?;
                 state.gpuvm.for_each_va(r.clone(), |va| {
                     removes = true;
-                    if let Some(id) = *va.data() {
+                    if let Some(id) = va.data().userptr {
                         if res.is_ok() && !cut.contains(&id) {
                             res = cut.push(id, GFP_KERNEL).map_err(Error::from);
                         }
@@ -835,6 +896,10 @@ impl<B: Backend> VmCore<B> {
                         GFP_KERNEL,
                     )?
                 }
+                // A mirror's pages come on fault: nothing of what was there stays.
+                (BindOp::MapMirror { range, .. }, _) => {
+                    work.push(PtWork::Unmap { range }, GFP_KERNEL)?
+                }
                 (_, TreeOp::Unmap { ranges, .. }) => {
                     for r in ranges.iter() {
                         work.push(PtWork::Unmap { range: r.clone() }, GFP_KERNEL)?;
@@ -873,6 +938,8 @@ impl<B: Backend> VmCore<B> {
                     range,
                     offset,
                     vm_bo,
+                    flags,
+                    data,
                     vas,
                     userptr,
                 } => {
@@ -880,13 +947,17 @@ impl<B: Backend> VmCore<B> {
                         vas,
                         held,
                         added: 0,
-                        userptr: userptr.as_ref().map(|(u, _)| u.id()),
+                        data: VaInfo {
+                            userptr: userptr.as_ref().map(|(u, _)| u.id()),
+                            ..*data
+                        },
                     };
                     let res = state.gpuvm.sm_map(OpMapRequest {
                         addr: range.start,
                         range: range.end - range.start,
                         gem_offset: *offset,
-                        vm_bo,
+                        vm_bo: vm_bo.as_deref(),
+                        flags: *flags,
                         context: &mut ctx,
                     });
                     (res, ctx.added)
@@ -896,7 +967,7 @@ impl<B: Backend> VmCore<B> {
                         vas,
                         held,
                         added: 0,
-                        userptr: None,
+                        data: VaInfo::default(),
                     };
                     let gpuvm = &mut state.gpuvm;
                     let res = ranges
@@ -944,7 +1015,7 @@ impl<B: Backend> VmCore<B> {
             // Cannot fail for lack of memory: counting only.
             let mut mapped = false;
             state.gpuvm.for_each_va(u.gpu().clone(), |va| {
-                mapped |= *va.data() == Some(id);
+                mapped |= va.data().userptr == Some(id);
             });
             if mapped {
                 continue;
@@ -983,6 +1054,28 @@ impl<B: Backend> VmCore<B> {
             .count();
         let mut ids = state.free_ids(new)?.into_iter();
         for (i, op) in ops.iter().enumerate() {
+            // As xe: a mirror whose memory the GPU faulted in keeps its ranges until the CPU
+            // unmaps it; a bind may not take the mirror away from under them.
+            let changed = match op {
+                BindOp::Map { range, .. }
+                | BindOp::Unmap { range }
+                | BindOp::MapUserptr { range, .. }
+                | BindOp::MapMirror { range, .. } => Some(range),
+                BindOp::UnmapAll { .. } => None,
+            };
+            if let (Some(r), Some(svm)) = (changed, &state.svm) {
+                let mut busy = false;
+                state.gpuvm.for_each_va(r.clone(), |va| {
+                    if va.data().mirror.is_some() {
+                        let span = va.range();
+                        let cut = span.start.max(r.start)..span.end.min(r.end);
+                        busy |= svm.has_ranges(&cut);
+                    }
+                });
+                if busy {
+                    return Err(EBUSY);
+                }
+            }
             let p = match op {
                 BindOp::Map {
                     range,
@@ -1004,7 +1097,9 @@ impl<B: Backend> VmCore<B> {
                     TreeOp::Map {
                         range: range.clone(),
                         offset: *offset,
-                        vm_bo: self.gpuvm.obtain(bo, ())?,
+                        vm_bo: Some(self.gpuvm.obtain(bo, ())?),
+                        flags: VaFlags::NONE,
+                        data: VaInfo::default(),
                         vas: VaAllocs::new(VAS_PER_OP)?,
                         userptr: None,
                     }
@@ -1042,9 +1137,35 @@ impl<B: Backend> VmCore<B> {
                     TreeOp::Map {
                         range: range.clone(),
                         offset: *cpu,
-                        vm_bo: self.gpuvm.obtain(&self.root, ())?,
+                        vm_bo: Some(self.gpuvm.obtain(&self.root, ())?),
+                        flags: VaFlags::NONE,
+                        data: VaInfo::default(),
                         vas: VaAllocs::new(VAS_PER_OP)?,
                         userptr: Some((u, dma)),
+                    }
+                }
+                BindOp::MapMirror {
+                    range,
+                    pat,
+                    autoreset,
+                } => {
+                    // As xe: a mirror lives in a VM whose jobs fault its pages in.
+                    if !self.fault_mode {
+                        return Err(EINVAL);
+                    }
+                    TreeOp::Map {
+                        range: range.clone(),
+                        // The GPU address is the CPU address: drm_gpuvm shifts the offset
+                        // along with the pieces of a split mirror.
+                        offset: range.start,
+                        vm_bo: None,
+                        flags: MIRROR,
+                        data: VaInfo {
+                            userptr: None,
+                            mirror: Some(Attrs::new(*pat, *autoreset)),
+                        },
+                        vas: VaAllocs::new(VAS_PER_OP)?,
+                        userptr: None,
                     }
                 }
             };
@@ -1063,7 +1184,7 @@ impl<B: Backend> VmCore<B> {
         let mut ranges = KVec::new();
         let mut res: Result = Ok(());
         state.gpuvm.for_each_va(0..self.va_end, |va| {
-            if res.is_ok() && core::ptr::eq(va.obj(), bo) {
+            if res.is_ok() && va.obj().is_some_and(|o| core::ptr::eq(o, bo)) {
                 res = ranges.push(va.range(), GFP_KERNEL).map_err(Into::into);
             }
         });
@@ -1075,7 +1196,9 @@ impl<B: Backend> VmCore<B> {
                     range.clone(),
                     core::ptr::eq(&**b, bo).then(|| range.clone()),
                 ),
-                BindOp::Unmap { range } | BindOp::MapUserptr { range, .. } => (range.clone(), None),
+                BindOp::Unmap { range }
+                | BindOp::MapUserptr { range, .. }
+                | BindOp::MapMirror { range, .. } => (range.clone(), None),
                 BindOp::UnmapAll { bo: b } if core::ptr::eq(&**b, bo) => {
                     ranges.clear();
                     continue;
@@ -1118,6 +1241,21 @@ impl<B: Backend> VmCore<B> {
                 Ok(())
             }
             PtWork::Unmap { range } => unmap_range(pt, pgsizes, range.start, range.end),
+            PtWork::Fill {
+                range,
+                prot,
+                segments,
+            } => {
+                zap_leaves(pt, range.start, range.end)?;
+                let mut va = range.start;
+                for &(pa, len) in segments.iter() {
+                    // SAFETY: The pages are the mirror's range's, mapped for DMA until its
+                    // notifier zapped these entries and invalidated the TLB.
+                    unsafe { map_contiguous(pt, pgsizes, va, pa, len, *prot)? };
+                    va += len;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -1376,13 +1514,17 @@ impl<B: Backend> VmCore<B> {
 #[pinned_drop]
 impl<B: Backend> PinnedDrop for VmCore<B> {
     fn drop(self: Pin<&mut Self>) {
+        // The mirror goes first: its notifier callback reaches into the VM (`svm::Mirror`).
+        // Its ranges' pages are unmapped; no job of the VM runs any more.
+        let svm = self.state.lock().svm.take();
+        drop(svm);
         let mut state = self.state.lock();
         let mut none = VaAllocs(KVec::new());
         let mut ctx = SmCtx {
             vas: &mut none,
             held: None,
             added: 0,
-            userptr: None,
+            data: VaInfo::default(),
         };
         // Unmapping the whole range splits nothing, so it needs no VA node; it removes every
         // VA, each of which holds a reference to the GPU VM and to a BO.

@@ -193,6 +193,19 @@ impl PtPool {
         Ok(())
     }
 
+    /// Gives back `count` tables reserved by [`PtPool::reserve`] for an update that will not
+    /// run after all (a GPU fault whose pages went meanwhile, and that starts again); counted
+    /// as cancelled.
+    pub(crate) fn unreserve(&self, count: usize) {
+        let mut inner = self.inner.lock();
+        let n = count.min(inner.reserved.len());
+        // Freeing is fine under a spinlock; only allocating is not.
+        for _ in 0..n {
+            inner.reserved.pop();
+        }
+        inner.stats.cancelled += n as u64;
+    }
+
     /// Allocates the standing tables that are missing.
     pub(crate) fn refill_standing(&self) -> Result {
         let missing = STANDING - self.inner.lock().standing.len();

@@ -160,6 +160,38 @@ pub(crate) fn unmap_range(pt: &mut impl PtOps, pgsizes: u64, start: u64, end: u6
     Ok(())
 }
 
+/// Unmaps the leaves in `[start, end)` and leaves every table in place, so that it frees
+/// nothing: for an MMU notifier, which must not change what the page-table budgets count.
+///
+/// No leaf may straddle an end of the range: `EINVAL`.
+pub(crate) fn zap_leaves(pt: &mut impl PtOps, start: u64, end: u64) -> Result {
+    let mut va = start;
+    'next: while va < end {
+        for level in 0..4 {
+            let size = level_size(level);
+            let base = va & !(size - 1);
+            match pt.entry(level, va) {
+                Entry::Empty => {
+                    va = (base + size).min(end);
+                    continue 'next;
+                }
+                Entry::Table => continue,
+                Entry::Leaf { .. } => {
+                    if base < start || base + size > end {
+                        return Err(EINVAL);
+                    }
+                    pt.unmap(base, size)?;
+                    va = base + size;
+                    continue 'next;
+                }
+            }
+        }
+        // A level-3 entry is never a table.
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
 /// The leaves below `end`, by level: 1 GiB blocks at 1, 2 MiB blocks at 2, pages at 3.
 ///
 /// For debugfs and tests: userspace learns from it which block sizes its mappings got, and

@@ -233,7 +233,7 @@ impl Fixture {
     }
 
     fn vm(&self) -> Result<Arc<TestVm>> {
-        TestVm::new(&self.drm, &self.backend, 48, PGSIZES)
+        TestVm::new(&self.drm, &self.backend, 48, PGSIZES, false)
     }
 
     fn bo(&self, size: u64, private_vm: u64) -> Result<ARef<TestObject>> {
@@ -285,7 +285,9 @@ fn check_vm(
     let mut tree = KVec::new();
     let mut res = Ok(());
     vm.state.lock().gpuvm.for_each_va(0..1 << 48, |va| {
-        let bo = bos.iter().position(|b| core::ptr::eq(&**b, va.obj()));
+        let bo = bos
+            .iter()
+            .position(|b| va.obj().is_some_and(|o| core::ptr::eq(&**b, o)));
         if res.is_ok() {
             res = tree.push(
                 (va.addr(), va.addr() + va.length(), bo, va.gem_offset()),
