@@ -115,9 +115,25 @@ pub(crate) struct Ctx<'d> {
 
 impl<'d> Ctx<'d> {
     pub(crate) fn new(d: &'d Device) -> Result<Self, String> {
-        let vm = d.vm_create(0).map_err(e2s)?;
+        Self::with_vm_flags(d, 0)
+    }
+
+    /// As [`Ctx::new`], with a VM made with `flags`.
+    pub(crate) fn with_vm_flags(d: &'d Device, flags: u32) -> Result<Self, String> {
+        Self::build(d, flags, false)
+    }
+
+    /// As [`Ctx::with_vm_flags`], with the command BO private to the VM. A VM with an
+    /// external BO orders each job after the ones before through the BO's reservation
+    /// (implicit sync); in this one, jobs of different exec queues run at once.
+    pub(crate) fn unordered(d: &'d Device, flags: u32) -> Result<Self, String> {
+        Self::build(d, flags, true)
+    }
+
+    fn build(d: &'d Device, flags: u32, private: bool) -> Result<Self, String> {
+        let vm = d.vm_create(flags).map_err(e2s)?;
         let queue = d.exec_queue_create(vm, COMPUTE, NORMAL).map_err(e2s)?;
-        let cmd = Bo::new(d, SZ_64K, SYSTEM, 0).map_err(e2s)?;
+        let cmd = Bo::new(d, SZ_64K, SYSTEM, if private { vm } else { 0 }).map_err(e2s)?;
         d.vm_bind(
             vm,
             0,
@@ -134,7 +150,7 @@ impl<'d> Ctx<'d> {
     }
 
     /// Loads `cb` into the command BO and submits it with `syncs`.
-    fn submit(&self, cb: &CmdBuf, syncs: &[DrmMirageSync]) -> TestResult {
+    pub(crate) fn submit(&self, cb: &CmdBuf, syncs: &[DrmMirageSync]) -> TestResult {
         self.cmd
             .mmap()
             .map_err(e2s)?

@@ -11,6 +11,7 @@ use std::io;
 mod bind_async;
 mod exec;
 mod fuzz;
+mod svm;
 mod userptr;
 mod vm;
 
@@ -448,6 +449,43 @@ const TESTS: &[(&str, Test)] = &[
         "userptr_exit_with_jobs_in_flight",
         userptr::userptr_exit_with_jobs_in_flight,
     ),
+    (
+        "fault_mode_vm_create_flags",
+        svm::fault_mode_vm_create_flags,
+    ),
+    (
+        "fault_mode_unresolvable_fault_aborts",
+        svm::fault_mode_unresolvable_fault_aborts,
+    ),
+    (
+        "fault_mode_permission_fault_aborts",
+        svm::fault_mode_permission_fault_aborts,
+    ),
+    (
+        "fault_mode_faults_on_several_queues",
+        svm::fault_mode_faults_on_several_queues,
+    ),
+    (
+        "svm_mirror_bind_rejects_bad_input",
+        svm::svm_mirror_bind_rejects_bad_input,
+    ),
+    (
+        "svm_gpu_writes_malloc_mmap_and_stack",
+        svm::svm_gpu_writes_malloc_mmap_and_stack,
+    ),
+    (
+        "svm_unmapped_cpu_memory_aborts",
+        svm::svm_unmapped_cpu_memory_aborts,
+    ),
+    (
+        "svm_partial_munmap_keeps_the_rest",
+        svm::svm_partial_munmap_keeps_the_rest,
+    ),
+    (
+        "svm_threads_fault_concurrently",
+        svm::svm_threads_fault_concurrently,
+    ),
+    ("svm_free_and_malloc_again", svm::svm_free_and_malloc_again),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 

@@ -829,6 +829,12 @@ pub struct VmDebug {
     pub userptr: [u64; 5],
     /// The userptr id of each mapping of a userptr, in address order.
     pub userptr_vas: Vec<(u64, u64, u64, u32)>,
+    /// GPU page faults the VM resolved and the ones it did not (the job was aborted).
+    pub faults: [u64; 2],
+    /// (start, end, PAT, autoreset) of each CPU-address mirror, in address order.
+    pub mirror_vas: Vec<(u64, u64, u16, bool)>,
+    /// The SVM ranges of a fault-mode VM.
+    pub svm_ranges: Option<u64>,
 }
 
 impl VmDebug {
@@ -968,7 +974,38 @@ pub fn vm_debug(vm_id: u32) -> Result<VmDebug, String> {
         let userptr: [u64; 5] = nums
             .try_into()
             .map_err(|_| format!("userptr line {up_line:?}"))?;
+        let faults_line = rest
+            .iter()
+            .find(|l| l.starts_with("faults "))
+            .ok_or("no faults line")?;
+        let faults = match faults_line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["faults", "resolved", a, "aborted", b] => {
+                [a, b].map(|x| x.parse().unwrap_or(u64::MAX))
+            }
+            _ => return Err(format!("faults line {faults_line:?}")),
+        };
+        let mirror_vas = rest
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 10 && f[0] == "va" && f[5] == "mirror").then(|| {
+                    (
+                        hex(f[1]),
+                        hex(f[2]),
+                        f[7].parse().unwrap_or(u16::MAX),
+                        f[9] == "1",
+                    )
+                })
+            })
+            .collect();
+        let svm_ranges = rest
+            .iter()
+            .find_map(|l| l.strip_prefix("svm ranges "))
+            .map(|n| n.trim().parse().unwrap_or(u64::MAX));
         return Ok(VmDebug {
+            faults,
+            mirror_vas,
+            svm_ranges,
             usable: head.ends_with("usable 1"),
             pool,
             vas,

@@ -559,6 +559,18 @@ impl DrmMirageVmBindOp {
         }
     }
 
+    /// Makes `[addr, addr + range)` a mirror of the same CPU addresses, filled in on GPU
+    /// fault (`DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR`).
+    pub fn map_mirror(addr: u64, range: u64) -> Self {
+        Self {
+            addr,
+            range,
+            op: DRM_MIRAGE_VM_BIND_OP_MAP,
+            flags: DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR,
+            ..Default::default()
+        }
+    }
+
     /// Unmaps every mapping of BO `obj`.
     pub fn unmap_all(obj: u32) -> Self {
         Self {

@@ -96,6 +96,8 @@ pub struct DrmMirageVmDestroy {
     pub reserved: [u64; 2],
 }
 
+pub const DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE: u32 = 1 << 2;
+
 pub const DRM_MIRAGE_PAT_WB: u16 = 0;
 pub const DRM_MIRAGE_PAT_UC: u16 = 1;
 
@@ -105,13 +107,15 @@ pub const DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR: u32 = 0x2;
 pub const DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL: u32 = 0x3;
 
 pub const DRM_MIRAGE_VM_BIND_FLAG_READONLY: u32 = 1 << 0;
+pub const DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR: u32 = 1 << 5;
+pub const DRM_MIRAGE_VM_BIND_FLAG_MADVISE_AUTORESET: u32 = 1 << 6;
 pub const DRM_MIRAGE_VM_BIND_FLAG_NOEXEC: u32 = 1 << 16;
 
 /// `struct drm_mirage_vm_bind_op`.
 ///
 /// The C struct's anonymous union is the single u64 `obj_offset`: its other
-/// members, `userptr` (a MAP_USERPTR's CPU address) and the reserved
-/// `cpu_addr_mirror_offset`, share that u64 (the layout test checks they do).
+/// members, `userptr` (a MAP_USERPTR's CPU address) and
+/// `cpu_addr_mirror_offset` (zero), share that u64 (the layout test checks they do).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DrmMirageVmBindOp {
@@ -752,6 +756,7 @@ mod tests {
             DRM_MIRAGE_VM_GET_STATE,
             DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM,
             DRM_MIRAGE_GEM_CREATE_FLAG_VRAM,
+            DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE,
             DRM_MIRAGE_PAT_WB,
             DRM_MIRAGE_PAT_UC,
             DRM_MIRAGE_VM_BIND_OP_MAP,
@@ -759,6 +764,8 @@ mod tests {
             DRM_MIRAGE_VM_BIND_OP_MAP_USERPTR,
             DRM_MIRAGE_VM_BIND_OP_UNMAP_ALL,
             DRM_MIRAGE_VM_BIND_FLAG_READONLY,
+            DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR,
+            DRM_MIRAGE_VM_BIND_FLAG_MADVISE_AUTORESET,
             DRM_MIRAGE_VM_BIND_FLAG_NOEXEC,
             DRM_MIRAGE_SYNC_TYPE_SYNCOBJ,
             DRM_MIRAGE_SYNC_TYPE_TIMELINE_SYNCOBJ,
