@@ -2,6 +2,7 @@
 //! resolves or aborts.
 
 use crate::exec::{fence_status, Ctx, CMD_VA};
+use crate::userptr::Anon;
 use crate::vm::vm_debug;
 use crate::{check, deadline_in, e2s, errno, TestResult};
 use mirage::cmd::{CmdBuf, SemCond};
@@ -180,56 +181,6 @@ fn mirror_ctx(d: &Device) -> Result<Ctx<'_>, String> {
     Ok(c)
 }
 
-/// Anonymous memory of this process, unmapped when dropped (what is left of it).
-struct Mapping {
-    addr: u64,
-    len: u64,
-}
-
-impl Mapping {
-    fn new(len: u64) -> Result<Self, String> {
-        // SAFETY: a new private anonymous mapping; nothing else refers to it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        check!(
-            p != libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(Self {
-            addr: p as u64,
-            len,
-        })
-    }
-
-    /// munmaps `[addr, addr + len)`, which must be inside.
-    fn unmap(&self, addr: u64, len: u64) -> TestResult {
-        check!(
-            addr >= self.addr && addr + len <= self.addr + self.len,
-            "unmap outside the mapping"
-        );
-        // SAFETY: the pages are this mapping's, and nothing refers to them.
-        let r = unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
-        check!(r == 0, "munmap: {}", std::io::Error::last_os_error());
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the whole mapping is ours; munmap of holes is harmless.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
-    }
-}
-
 /// Reads the u32 at user address `addr`, which the GPU may have written behind the
 /// compiler's back.
 fn peek32(addr: u64) -> u32 {
@@ -372,12 +323,12 @@ pub fn svm_gpu_writes_malloc_mmap_and_stack(d: &Device) -> TestResult {
     // the stack.
     let small = vec![0u64; 32].into_boxed_slice();
     let big = vec![0u32; 1 << 18].into_boxed_slice();
-    let map = Mapping::new(4 * SZ_2M)?;
+    let map = Anon::mmap(4 * SZ_2M)?;
     let mut stack = [0u64; 16];
     let small_va = small.as_ptr() as u64;
     let big_va = big.as_ptr() as u64;
     let stack_va = stack.as_mut_ptr() as u64;
-    for va in [small_va, big_va, map.addr, stack_va] {
+    for va in [small_va, big_va, map.addr(), stack_va] {
         check!(
             (MIRROR_START..MIRROR_END).contains(&va),
             "buffer at {va:#x} is outside the mirror"
@@ -389,7 +340,7 @@ pub fn svm_gpu_writes_malloc_mmap_and_stack(d: &Device) -> TestResult {
         cb.store64(small_va + 8 * i, 0x5a5a_0000_0000_0000 | i);
     }
     cb.fill(big_va, 1 << 20, 0x1111_2222);
-    cb.fill(map.addr, 4 * SZ_2M, 0x3333_4444);
+    cb.fill(map.addr(), 4 * SZ_2M, 0x3333_4444);
     for i in 0..16 {
         cb.store64(stack_va + 8 * i, 0xc0de_0000_0000_0000 | i);
     }
@@ -403,7 +354,7 @@ pub fn svm_gpu_writes_malloc_mmap_and_stack(d: &Device) -> TestResult {
         check!(v == 0x5a5a_0000_0000_0000 | i as u64, "small[{i}] = {v:#x}");
     }
     expect_fill(big_va, 1 << 20, 0x1111_2222, "malloc")?;
-    expect_fill(map.addr, 4 * SZ_2M, 0x3333_4444, "mmap")?;
+    expect_fill(map.addr(), 4 * SZ_2M, 0x3333_4444, "mmap")?;
     for i in 0..16 {
         // SAFETY: in bounds of the live array; the GPU wrote it.
         let v = unsafe { stack.as_ptr().add(i).read_volatile() };
@@ -427,8 +378,8 @@ pub fn svm_gpu_writes_malloc_mmap_and_stack(d: &Device) -> TestResult {
 /// A store to a mirrored address the CPU has not mapped aborts the job.
 pub fn svm_unmapped_cpu_memory_aborts(d: &Device) -> TestResult {
     let c = mirror_ctx(d)?;
-    let gone = Mapping::new(SZ_64K)?;
-    let addr = gone.addr;
+    let gone = Anon::mmap(SZ_64K)?;
+    let addr = gone.addr();
     drop(gone);
     let mut cb = CmdBuf::new();
     cb.store32(addr, 1).end();
@@ -452,8 +403,8 @@ pub fn svm_partial_munmap_keeps_the_rest(d: &Device) -> TestResult {
         ] {
             let what = format!("{name} munmap, cpu touch {cpu_touch}");
             // 4 MiB on a 2 MiB boundary, so that the GPU faults in 2 MiB ranges.
-            let map = Mapping::new(6 * SZ_2M)?;
-            let base = (map.addr + SZ_2M - 1) & !(SZ_2M - 1);
+            let map = Anon::mmap(6 * SZ_2M)?;
+            let base = (map.addr() + SZ_2M - 1) & !(SZ_2M - 1);
             let len = 4 * SZ_2M;
             let mut fill = CmdBuf::new();
             fill.fill(base, len, 0x1234_5678).end();
@@ -474,11 +425,11 @@ pub fn svm_partial_munmap_keeps_the_rest(d: &Device) -> TestResult {
                 }
             }
             // The GPU reads what is left as the CPU does.
-            let out = Mapping::new(SZ_4K)?;
+            let out = Anon::mmap(SZ_4K)?;
             let mut sums = CmdBuf::new();
             for (i, &(a, l)) in parts.iter().enumerate() {
                 if l > 0 {
-                    sums.checksum(a, l, out.addr + 8 * i as u64);
+                    sums.checksum(a, l, out.addr() + 8 * i as u64);
                 }
             }
             sums.end();
@@ -488,7 +439,7 @@ pub fn svm_partial_munmap_keeps_the_rest(d: &Device) -> TestResult {
                     continue;
                 }
                 // SAFETY: `out` is ours; the GPU wrote the sum.
-                let got = unsafe { ((out.addr + 8 * i as u64) as *const u64).read_volatile() };
+                let got = unsafe { ((out.addr() + 8 * i as u64) as *const u64).read_volatile() };
                 let want = cpu_checksum(a, l);
                 check!(
                     got == want,
@@ -540,29 +491,30 @@ pub fn svm_threads_fault_concurrently(d: &Device) -> TestResult {
                             DRM_MIRAGE_EXEC_QUEUE_PRIORITY_NORMAL,
                         )
                         .map_err(e2s)?;
-                    let data = Mapping::new(SZ_2M + 3 * SZ_64K)?;
-                    let cmd = Mapping::new(SZ_4K)?;
+                    let len = SZ_2M + 3 * SZ_64K;
+                    let data = Anon::mmap(len)?;
+                    let cmd = Anon::mmap(SZ_4K)?;
                     let pattern = 0x7700_0000 | t;
                     let mut cb = CmdBuf::new();
-                    cb.fill(data.addr, data.len, pattern).end();
+                    cb.fill(data.addr(), len, pattern).end();
                     let bytes = cb.to_bytes();
                     // SAFETY: `cmd` is a page of ours, larger than the commands.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             bytes.as_ptr(),
-                            cmd.addr as *mut u8,
+                            cmd.addr() as *mut u8,
                             bytes.len(),
                         )
                     };
                     let out = d.syncobj_create(0).map_err(e2s)?;
                     start.wait();
-                    d.exec(q, cmd.addr, cb.len_bytes(), &[DrmMirageSync::signal(out)])
+                    d.exec(q, cmd.addr(), cb.len_bytes(), &[DrmMirageSync::signal(out)])
                         .map_err(e2s)?;
                     d.syncobj_wait(out, 0, deadline_in(30_000))
                         .map_err(|e| format!("thread {t}: the job did not end: {e}"))?;
                     let status = fence_status(d, out)?;
                     check!(status == 0, "thread {t}: the job ended with {status}");
-                    expect_fill(data.addr, data.len, pattern, &format!("thread {t}"))?;
+                    expect_fill(data.addr(), len, pattern, &format!("thread {t}"))?;
                     d.syncobj_destroy(out).map_err(e2s)?;
                     d.exec_queue_destroy(q).map_err(e2s)?;
                     Ok(())

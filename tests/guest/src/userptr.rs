@@ -129,6 +129,18 @@ impl Anon {
         Ok(())
     }
 
+    /// munmaps `[addr, addr + len)`, which must lie inside; dropping unmaps the rest.
+    pub(crate) fn unmap(&self, addr: u64, len: u64) -> TestResult {
+        check!(
+            !self.malloced && addr >= self.addr() && addr + len <= self.addr() + self.len as u64,
+            "unmap outside the mapping"
+        );
+        // SAFETY: the pages are this mapping's, and nothing refers to them.
+        let r = unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+        check!(r == 0, "munmap: {}", std::io::Error::last_os_error());
+        Ok(())
+    }
+
     /// Replaces page `page` with a new zero page: munmap, then mmap at the same address.
     fn remap(&self, page: usize) -> TestResult {
         let at = self.page(page) as *mut libc::c_void;
