@@ -32,10 +32,12 @@ mod va_tree {
         }
     }
 
-    /// The data a map step gives its new mapping.
+    /// The data a map step gives its new mapping: that of the mapping the last remap split,
+    /// for a madvise list, else `data`.
     struct Ctx {
         nodes: Nodes,
         data: u32,
+        split: Option<u32>,
     }
 
     impl DriverGpuVm for TestVm {
@@ -51,7 +53,8 @@ mod va_tree {
             ctx: &mut Ctx,
         ) -> Result<OpMapped<'op, Self>, Error> {
             let va = ctx.nodes.take()?;
-            Ok(op.insert(va, ctx.data))
+            let data = ctx.split.take().unwrap_or(ctx.data);
+            Ok(op.insert(va, data))
         }
 
         fn sm_step_unmap<'op, 'ctx>(
@@ -69,7 +72,16 @@ mod va_tree {
         ) -> Result<OpRemapped<'op, Self>, Error> {
             let pair = [ctx.nodes.take()?, ctx.nodes.take()?];
             let data = *op.va_to_unmap().data();
-            Ok(op.remap(pair, data, data).0)
+            // A madvise list's map step is the inside part of this mapping.
+            if ctx.data == MADVISE {
+                ctx.split = Some(data);
+            }
+            let (done, ret) = op.remap(pair, data, data);
+            // A remap that keeps one side gives a node back: there is room for it.
+            if let Some(unused) = ret.unused_va {
+                let _ = ctx.nodes.0.push_within_capacity(unused);
+            }
+            Ok(done)
         }
     }
 
@@ -96,10 +108,14 @@ mod va_tree {
         res.map(|()| out)
     }
 
+    /// The `data` of a context that applies a madvise list.
+    const MADVISE: u32 = u32::MAX;
+
     fn ctx(nodes: usize, data: u32) -> Result<Ctx> {
         Ok(Ctx {
             nodes: Nodes::new(nodes)?,
             data,
+            split: None,
         })
     }
 
@@ -228,6 +244,75 @@ mod va_tree {
                 (0x103000, 0x104000, 0x3000, true, 0, 1),
             ]
         );
+
+        unmap_all(&mut vm)?;
+        drop(vm_bo);
+        vm.deferred_cleanup();
+        Ok(())
+    }
+
+    #[test]
+    fn madvise_splits_gemless_mappings_at_the_ends_only() -> Result {
+        let (_faux, drm) = drm_dev(c"kunit-gpuvm-madvise")?;
+        let root = new_bo(&drm, None)?;
+        let bo = new_bo(&drm, Some(&root))?;
+        let mut vm = GpuVm::new::<Error, _>(c"madvise", &drm, &*root, 0..1 << 32, 0..0, TestVm)?;
+        let vm_bo = vm.obtain(&*bo, ())?;
+        let f = VaFlags::user(1);
+        for (addr, data) in [(0x10000, 1), (0x20000, 2)] {
+            vm.sm_map(OpMapRequest {
+                addr,
+                range: 0x10000,
+                gem_offset: 0x7000_0000 + addr,
+                vm_bo: None,
+                flags: f,
+                context: &mut ctx(1, data)?,
+            })?;
+        }
+        vm.sm_map(OpMapRequest {
+            addr: 0x40000,
+            range: 0x10000,
+            gem_offset: 0,
+            vm_bo: Some(&vm_bo),
+            flags: VaFlags::NONE,
+            context: &mut ctx(1, 9)?,
+        })?;
+
+        // Inside one mapping: nothing to split. Over an object's mapping: not split either.
+        assert!(vm.madvise_ops(0x10000..0x20000)?.is_empty());
+        assert!(vm.madvise_ops(0x44000..0x48000)?.is_empty());
+        assert_eq!(vm.madvise_ops(0x1000..0x1000).map(|_| ()), Err(EINVAL));
+
+        // Across both GEM-less mappings: a remap and a map at each end; the inside parts keep
+        // their mapping's flags, data and offset.
+        let ops = vm.madvise_ops(0x18000..0x28000)?;
+        assert_eq!(ops.vas_needed(), 4);
+        ops.apply(&mut ctx(4, MADVISE)?)?;
+        let b = f.bits();
+        assert_eq!(
+            &seen(&vm)?[..],
+            &[
+                (0x10000, 0x18000, 0x7001_0000, false, b, 1),
+                (0x18000, 0x20000, 0x7001_8000, false, b, 1),
+                (0x20000, 0x28000, 0x7002_0000, false, b, 2),
+                (0x28000, 0x30000, 0x7002_8000, false, b, 2),
+                (0x40000, 0x50000, 0, true, 0, 9),
+            ]
+        );
+
+        // Inside one mapping: a remap with both sides, then the middle.
+        let ops = vm.madvise_ops(0x12000..0x14000)?;
+        assert_eq!(ops.vas_needed(), 3);
+        ops.apply(&mut ctx(3, MADVISE)?)?;
+        assert_eq!(
+            &seen(&vm)?[..3],
+            &[
+                (0x10000, 0x12000, 0x7001_0000, false, b, 1),
+                (0x12000, 0x14000, 0x7001_2000, false, b, 1),
+                (0x14000, 0x18000, 0x7001_4000, false, b, 1),
+            ]
+        );
+        assert_eq!(seen(&vm)?.len(), 7);
 
         unmap_all(&mut vm)?;
         drop(vm_bo);
