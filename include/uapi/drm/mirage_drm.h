@@ -37,7 +37,8 @@ extern "C" {
 #define DRM_MIRAGE_EXEC_QUEUE_DESTROY	0x07
 #define DRM_MIRAGE_EXEC			0x08
 #define DRM_MIRAGE_VM_GET_STATE		0x09
-/* Numbers 0x0a (MADVISE) and 0x0b (VM_QUERY_MEM_RANGE_ATTRS) are taken. */
+#define DRM_MIRAGE_MADVISE		0x0a
+#define DRM_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS	0x0b
 
 /**
  * enum drm_mirage_param - parameters readable with DRM_IOCTL_MIRAGE_GET_PARAM
@@ -613,6 +614,221 @@ struct drm_mirage_vm_get_state {
 	__u64 reserved[2];
 };
 
+/**
+ * DOC: memory-range attributes
+ *
+ * DRM_IOCTL_MIRAGE_MADVISE sets one attribute of the CPU-address mirrors
+ * (VM_BIND MAP with DRM_MIRAGE_VM_BIND_FLAG_CPU_ADDR_MIRROR) in a range of a
+ * VM; DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS reads them back. Both follow
+ * xe's DRM_IOCTL_XE_MADVISE and DRM_IOCTL_XE_VM_QUERY_MEM_RANGE_ATTRS.
+ *
+ * MADVISE splits the mirrors at the ends of the range, so that the range is
+ * covered by mappings of its own, and sets the attribute on them. The GPU
+ * mappings of memory whose attribute changes are invalidated; the next GPU
+ * fault maps the pages with the new attribute. Memory whose attribute does
+ * not change keeps its GPU mappings, and a MADVISE that changes nothing
+ * splits nothing. Holes in the range are skipped; a BO or userptr mapping
+ * in the range fails the ioctl with -EINVAL, nothing changed.
+ *
+ * A mirror bound with DRM_MIRAGE_VM_BIND_FLAG_MADVISE_AUTORESET gets its
+ * defaults back, for the span unmapped, when the CPU unmaps its memory (see
+ * "CPU-address mirrors (SVM)" in Documentation/gpu/mirage.rst).
+ */
+
+/* @type of &struct drm_mirage_madvise. */
+#define DRM_MIRAGE_MEM_RANGE_ATTR_PREFERRED_LOC	0
+#define DRM_MIRAGE_MEM_RANGE_ATTR_ATOMIC	1
+#define DRM_MIRAGE_MEM_RANGE_ATTR_PAT		2
+
+/*
+ * Preferred location (@preferred_mem_loc.devmem_fd). DEFAULT_DEVICE (the
+ * default) is the device's own memory, DEFAULT_SYSTEM system memory. The
+ * value is stored, reported and reset; pages are not migrated yet, so both
+ * leave them in system memory. File descriptors of devices are reserved.
+ */
+#define DRM_MIRAGE_PREFERRED_LOC_DEFAULT_DEVICE	0
+#define DRM_MIRAGE_PREFERRED_LOC_DEFAULT_SYSTEM	(-1)
+
+/* Migration policy (@preferred_mem_loc.migration_policy); default ALL_PAGES. */
+#define DRM_MIRAGE_MIGRATE_ALL_PAGES		0
+#define DRM_MIRAGE_MIGRATE_ONLY_SYSTEM_PAGES	1
+
+/*
+ * Atomic access policy (@atomic.val), enforced by the device's atomics
+ * policy on system memory:
+ *
+ * - UNDEFINED (the default): as the mirror's PAT (GPU atomics work with
+ *   DRM_MIRAGE_PAT_WB, and fault with DRM_MIRAGE_PAT_UC).
+ * - DEVICE and GLOBAL: pages are mapped with the atomic-capable (write-back)
+ *   attribute, whatever the PAT: GPU atomics work.
+ * - CPU: pages are mapped without it, whatever the PAT: a GPU atomic ends
+ *   the job with a MEMORY_ATTRIBUTE fault (fence error -EIO).
+ */
+#define DRM_MIRAGE_ATOMIC_UNDEFINED		0
+#define DRM_MIRAGE_ATOMIC_DEVICE		1
+#define DRM_MIRAGE_ATOMIC_GLOBAL		2
+#define DRM_MIRAGE_ATOMIC_CPU			3
+
+/**
+ * struct drm_mirage_madvise - argument of DRM_IOCTL_MIRAGE_MADVISE
+ *
+ * @start and @range are 4 KiB aligned, @range is nonzero and the range lies
+ * below 2^DRM_MIRAGE_PARAM_VA_BITS. The VM must be a FAULT_MODE VM (mirrors
+ * exist only there), else -EINVAL. The union member that @type names is
+ * checked (an unknown value, a nonzero pad or reserved field: -EINVAL); the
+ * others are not read.
+ */
+struct drm_mirage_madvise {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @start: start of the GPU virtual address range. */
+	__u64 start;
+
+	/** @range: length of the range in bytes. */
+	__u64 range;
+
+	/** @vm_id: the VM. */
+	__u32 vm_id;
+
+	/** @type: DRM_MIRAGE_MEM_RANGE_ATTR_*. */
+	__u32 type;
+
+	union {
+		/** @preferred_mem_loc: for DRM_MIRAGE_MEM_RANGE_ATTR_PREFERRED_LOC. */
+		struct {
+			/** @preferred_mem_loc.devmem_fd: DRM_MIRAGE_PREFERRED_LOC_*. */
+			__u32 devmem_fd;
+
+			/**
+			 * @preferred_mem_loc.migration_policy:
+			 * DRM_MIRAGE_MIGRATE_*.
+			 */
+			__u16 migration_policy;
+
+			/** @preferred_mem_loc.region_instance: must be zero. */
+			__u16 region_instance;
+
+			/** @preferred_mem_loc.reserved: must be zero. */
+			__u64 reserved;
+		} preferred_mem_loc;
+
+		/** @atomic: for DRM_MIRAGE_MEM_RANGE_ATTR_ATOMIC. */
+		struct {
+			/** @atomic.val: DRM_MIRAGE_ATOMIC_*. */
+			__u32 val;
+
+			/** @atomic.pad: must be zero. */
+			__u32 pad;
+
+			/** @atomic.reserved: must be zero. */
+			__u64 reserved;
+		} atomic;
+
+		/** @pat_index: for DRM_MIRAGE_MEM_RANGE_ATTR_PAT. */
+		struct {
+			/** @pat_index.val: &enum drm_mirage_pat. */
+			__u32 val;
+
+			/** @pat_index.pad: must be zero. */
+			__u32 pad;
+
+			/** @pat_index.reserved: must be zero. */
+			__u64 reserved;
+		} pat_index;
+	};
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * struct drm_mirage_mem_range_attr - one mirror mapping's attributes, as
+ * DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS writes them
+ */
+struct drm_mirage_mem_range_attr {
+	/** @extensions: written as zero. */
+	__u64 extensions;
+
+	/** @start: start of the mapping (not clipped to the query's range). */
+	__u64 start;
+
+	/** @end: end of the mapping, exclusive. */
+	__u64 end;
+
+	/** @preferred_mem_loc: the preferred location. */
+	struct {
+		/** @preferred_mem_loc.devmem_fd: DRM_MIRAGE_PREFERRED_LOC_*. */
+		__u32 devmem_fd;
+
+		/** @preferred_mem_loc.migration_policy: DRM_MIRAGE_MIGRATE_*. */
+		__u32 migration_policy;
+	} preferred_mem_loc;
+
+	/** @atomic: the atomic access policy. */
+	struct {
+		/** @atomic.val: DRM_MIRAGE_ATOMIC_*. */
+		__u32 val;
+
+		/** @atomic.reserved: written as zero. */
+		__u32 reserved;
+	} atomic;
+
+	/** @pat_index: the PAT. */
+	struct {
+		/** @pat_index.val: &enum drm_mirage_pat. */
+		__u32 val;
+
+		/** @pat_index.reserved: written as zero. */
+		__u32 reserved;
+	} pat_index;
+
+	/** @reserved: written as zero. */
+	__u64 reserved[2];
+};
+
+/**
+ * struct drm_mirage_vm_query_mem_range_attr - argument of
+ * DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS
+ *
+ * Reports the CPU-address mirrors that overlap [@start, @start + @range),
+ * in address order (BO and userptr mappings have no memory-range
+ * attributes). Two calls, as xe: the first with @num_mem_ranges,
+ * @sizeof_mem_range_attr and @vector_of_mem_attr zero returns the number of
+ * mirrors in @num_mem_ranges and the entry size in @sizeof_mem_range_attr;
+ * the second, with those values and an array, fills it and sets
+ * @num_mem_ranges to the number written. If the array is too small (the
+ * mappings changed between the calls) it fails with -ENOSPC: start again.
+ * An entry size other than sizeof(struct drm_mirage_mem_range_attr), or an
+ * array with @num_mem_ranges zero, fails with -EINVAL; an array that cannot
+ * be written, with -EFAULT. @start and @range are checked as MADVISE's.
+ */
+struct drm_mirage_vm_query_mem_range_attr {
+	/** @extensions: pointer to the first extension; must be zero. */
+	__u64 extensions;
+
+	/** @vm_id: the VM. */
+	__u32 vm_id;
+
+	/** @num_mem_ranges: in: the array's length; out: see above. */
+	__u32 num_mem_ranges;
+
+	/** @start: start of the GPU virtual address range. */
+	__u64 start;
+
+	/** @range: length of the range in bytes. */
+	__u64 range;
+
+	/** @sizeof_mem_range_attr: in/out: the size of one entry. */
+	__u64 sizeof_mem_range_attr;
+
+	/** @vector_of_mem_attr: pointer to the array of entries. */
+	__u64 vector_of_mem_attr;
+
+	/** @reserved: must be zero. */
+	__u64 reserved[2];
+};
+
 /* An enum rather than #defines, so that Rust bindgen can resolve them. */
 enum {
 	DRM_IOCTL_MIRAGE_GET_PARAM = DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_GET_PARAM,
@@ -638,6 +854,11 @@ enum {
 					struct drm_mirage_exec),
 	DRM_IOCTL_MIRAGE_VM_GET_STATE = DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_VM_GET_STATE,
 						 struct drm_mirage_vm_get_state),
+	DRM_IOCTL_MIRAGE_MADVISE = DRM_IOW(DRM_COMMAND_BASE + DRM_MIRAGE_MADVISE,
+					   struct drm_mirage_madvise),
+	DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS =
+		DRM_IOWR(DRM_COMMAND_BASE + DRM_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS,
+			 struct drm_mirage_vm_query_mem_range_attr),
 };
 
 #if defined(__cplusplus)

@@ -216,7 +216,8 @@ enum Kind {
     ExecQueueCreate,
     ExecQueueDestroy,
     VmGetState,
-    /// EXEC, or a number the uAPI does not define: random bytes only.
+    /// EXEC, MADVISE, the attribute query, or a number the uAPI does not
+    /// define: random bytes only.
     Other,
 }
 
@@ -296,9 +297,14 @@ const IOCTLS: &[Ioctl] = &[
         req: DRM_IOCTL_MIRAGE_VM_GET_STATE,
         fields: VM_GET_STATE,
     },
+    other("MADVISE", DRM_IOCTL_MIRAGE_MADVISE),
     other(
-        "nr 0x0a",
-        ioc(IOC_READ | IOC_WRITE, DRM_COMMAND_BASE + 0x0a, 64),
+        "VM_QUERY_MEM_RANGE_ATTRS",
+        DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS,
+    ),
+    other(
+        "nr 0x0c",
+        ioc(IOC_READ | IOC_WRITE, DRM_COMMAND_BASE + 0x0c, 64),
     ),
     other("nr 0x1f", ioc(IOC_WRITE, DRM_COMMAND_BASE + 0x1f, 32)),
     // The last number of the driver range.
@@ -309,7 +315,7 @@ const IOCTLS: &[Ioctl] = &[
 ];
 
 /// Relative frequency of each entry of [`IOCTLS`].
-const WEIGHTS: [u64; 13] = [8, 8, 8, 6, 6, 22, 4, 4, 3, 6, 3, 3, 3];
+const WEIGHTS: [u64; 15] = [8, 8, 8, 6, 6, 22, 4, 4, 3, 6, 3, 3, 3, 3, 3];
 const _: () = assert!(WEIGHTS.len() == IOCTLS.len());
 
 /// Two pages, the first readable and writable, the second inaccessible: an

@@ -11,6 +11,7 @@ use std::io;
 mod bind_async;
 mod exec;
 mod fuzz;
+mod madvise;
 mod svm;
 mod userptr;
 mod vm;
@@ -486,6 +487,31 @@ const TESTS: &[(&str, Test)] = &[
         svm::svm_threads_fault_concurrently,
     ),
     ("svm_free_and_malloc_again", svm::svm_free_and_malloc_again),
+    (
+        "madvise_splits_a_mirror_and_the_query_shows_it",
+        madvise::madvise_splits_a_mirror_and_the_query_shows_it,
+    ),
+    ("madvise_query_two_calls", madvise::madvise_query_two_calls),
+    (
+        "madvise_rejects_bad_input",
+        madvise::madvise_rejects_bad_input,
+    ),
+    (
+        "madvise_atomics_follow_the_policy",
+        madvise::madvise_atomics_follow_the_policy,
+    ),
+    (
+        "madvise_invalidates_only_what_changes",
+        madvise::madvise_invalidates_only_what_changes,
+    ),
+    (
+        "madvise_autoreset_follows_munmap",
+        madvise::madvise_autoreset_follows_munmap,
+    ),
+    (
+        "madvise_autoreset_without_gpu_access",
+        madvise::madvise_autoreset_without_gpu_access,
+    ),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 

@@ -9,9 +9,9 @@ use mirage::cmd::{CmdBuf, SemCond};
 use mirage::uapi::*;
 use mirage::{Bo, Device};
 
-const SZ_4K: u64 = 4096;
+pub(crate) const SZ_4K: u64 = 4096;
 const SYSTEM: u32 = DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM;
-const FAULT_MODE: u32 = DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE;
+pub(crate) const FAULT_MODE: u32 = DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE;
 /// A mapped page of data.
 const DATA_VA: u64 = 0x1000_0000;
 /// Nothing is mapped here.
@@ -160,13 +160,13 @@ pub fn fault_mode_faults_on_several_queues(d: &Device) -> TestResult {
 
 /// Where the mirror of a test starts and ends: the process's whole address space above
 /// 4 GiB, which holds its heap, its mmaps and its stack, and none of the BOs tests map.
-const MIRROR_START: u64 = 1 << 32;
-const MIRROR_END: u64 = 1 << 47;
-const SZ_64K: u64 = 64 << 10;
-const SZ_2M: u64 = 2 << 20;
+pub(crate) const MIRROR_START: u64 = 1 << 32;
+pub(crate) const MIRROR_END: u64 = 1 << 47;
+pub(crate) const SZ_64K: u64 = 64 << 10;
+pub(crate) const SZ_2M: u64 = 2 << 20;
 
 /// A fault-mode VM whose address space above 4 GiB mirrors the process's.
-fn mirror_ctx(d: &Device) -> Result<Ctx<'_>, String> {
+pub(crate) fn mirror_ctx(d: &Device) -> Result<Ctx<'_>, String> {
     let c = Ctx::unordered(d, FAULT_MODE)?;
     d.vm_bind(
         c.vm,
@@ -183,18 +183,18 @@ fn mirror_ctx(d: &Device) -> Result<Ctx<'_>, String> {
 
 /// Reads the u32 at user address `addr`, which the GPU may have written behind the
 /// compiler's back.
-fn peek32(addr: u64) -> u32 {
+pub(crate) fn peek32(addr: u64) -> u32 {
     // SAFETY: the callers pass addresses of memory they own, 4-byte aligned.
     unsafe { (addr as *const u32).read_volatile() }
 }
 
-fn poke32(addr: u64, v: u32) {
+pub(crate) fn poke32(addr: u64, v: u32) {
     // SAFETY: as in `peek32`.
     unsafe { (addr as *mut u32).write_volatile(v) }
 }
 
 /// Checks that every u32 of `[addr, addr + len)` is `want`.
-fn expect_fill(addr: u64, len: u64, want: u32, what: &str) -> TestResult {
+pub(crate) fn expect_fill(addr: u64, len: u64, want: u32, what: &str) -> TestResult {
     for off in (0..len).step_by(4) {
         let v = peek32(addr + off);
         check!(v == want, "{what}: {v:#x} at +{off:#x}, not {want:#x}");

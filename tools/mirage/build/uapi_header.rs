@@ -120,17 +120,36 @@ fn members(body: &str, out: &mut Vec<String>) -> Result<(), String> {
         let inner = &rest[decl_end + 1..];
         let close = closing_brace(inner).ok_or_else(|| format!("{head}: no closing brace"))?;
         let tail = inner[close + 1..].trim_start();
-        let Some(tail) = tail.strip_prefix(';') else {
-            return Err(format!(
-                "a named inline {head} (`}} {}`): only anonymous ones are understood; \
-                 teach tools/mirage/build/uapi_header.rs",
-                tail.split(';').next().unwrap_or("").trim()
-            ));
+        // `struct { ... } name;`: a member of an unnamed struct type, whose
+        // members `offsetof()` names `name.member`.
+        let (prefix, tail) = match tail.strip_prefix(';') {
+            Some(t) => (None, t),
+            None => {
+                let decl = tail.split(';').next().unwrap_or("").trim();
+                let named = head == "struct"
+                    && !decl.is_empty()
+                    && decl.chars().all(is_ident)
+                    && tail.len() > decl.len();
+                if !named {
+                    return Err(format!(
+                        "a named inline {head} (`}} {decl}`): only anonymous ones and \
+                         members of unnamed struct type are understood; \
+                         teach tools/mirage/build/uapi_header.rs"
+                    ));
+                }
+                let after = tail[tail.find(';').unwrap_or(tail.len() - 1) + 1..].trim_start();
+                (Some(decl), after)
+            }
         };
         let before = out.len();
         members(&inner[..close], out)?;
         if out.len() == before {
             return Err(format!("an empty anonymous {head}"));
+        }
+        if let Some(p) = prefix {
+            for m in &mut out[before..] {
+                *m = format!("{p}.{m}");
+            }
         }
         rest = tail.trim_start();
     }
@@ -191,7 +210,22 @@ mod tests {
                 "drm_mirage_exec_queue_destroy",
                 "drm_mirage_exec",
                 "drm_mirage_vm_get_state",
+                "drm_mirage_madvise",
+                "drm_mirage_mem_range_attr",
+                "drm_mirage_vm_query_mem_range_attr",
             ]
+        );
+        assert_eq!(
+            fields(&p, "drm_mirage_madvise").map(|f| &f[5..9]),
+            Some(
+                &[
+                    "preferred_mem_loc.devmem_fd",
+                    "preferred_mem_loc.migration_policy",
+                    "preferred_mem_loc.region_instance",
+                    "preferred_mem_loc.reserved",
+                ]
+                .map(String::from)[..]
+            )
         );
         assert_eq!(
             fields(&p, "drm_mirage_vm_bind_op").map(|f| &f[3..7]),
@@ -232,11 +266,26 @@ mod tests {
     }
 
     #[test]
+    fn members_of_unnamed_struct_type_are_prefixed() {
+        let p = parse(
+            "struct drm_mirage_x { __u32 a; union { struct { __u32 b; __u16 c[2]; } s; \
+             struct { __u64 d; } t; }; struct { __u32 e; } u; __u64 f; };",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = fields(&p, "drm_mirage_x").unwrap_or_default();
+        assert_eq!(f, ["a", "s.b", "s.c", "t.d", "u.e", "f"].map(String::from));
+    }
+
+    #[test]
     fn unknown_shapes_are_refused() {
         for (text, why) in [
             (
                 "struct drm_mirage_x { union { __u64 a; } u; };",
                 "named inline union",
+            ),
+            (
+                "struct drm_mirage_x { struct { __u64 a; } b, c; };",
+                "two declarators of an unnamed struct",
             ),
             (
                 "struct drm_mirage_x { struct drm_mirage_y { __u64 a; } b; };",

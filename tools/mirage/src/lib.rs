@@ -33,6 +33,17 @@ pub struct Device {
     path: PathBuf,
 }
 
+/// One `DRM_IOCTL_MIRAGE_MADVISE` attribute and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Madvise {
+    PreferredLoc {
+        devmem_fd: u32,
+        migration_policy: u16,
+    },
+    Atomic(u32),
+    Pat(u32),
+}
+
 /// Name, version and description the DRM driver reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverVersion {
@@ -391,6 +402,107 @@ impl Device {
         };
         self.vm_get_state_raw(&mut a)?;
         Ok(a.state)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_MADVISE` with a raw argument.
+    pub fn madvise_raw(&self, args: &mut DrmMirageMadvise) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request, which has no
+        // pointers.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_MADVISE, args) }
+    }
+
+    /// Gives the CPU-address mirrors in `[start, start + range)` of `vm_id`
+    /// the attribute `advice`.
+    pub fn madvise(&self, vm_id: u32, start: u64, range: u64, advice: Madvise) -> io::Result<()> {
+        let (type_, attr) = match advice {
+            Madvise::PreferredLoc {
+                devmem_fd,
+                migration_policy,
+            } => (
+                DRM_MIRAGE_MEM_RANGE_ATTR_PREFERRED_LOC,
+                DrmMirageMadviseAttr::preferred_mem_loc(DrmMirageMadvisePreferredLoc {
+                    devmem_fd,
+                    migration_policy,
+                    ..Default::default()
+                }),
+            ),
+            Madvise::Atomic(val) => (
+                DRM_MIRAGE_MEM_RANGE_ATTR_ATOMIC,
+                DrmMirageMadviseAttr::atomic(DrmMirageMadviseValue {
+                    val,
+                    ..Default::default()
+                }),
+            ),
+            Madvise::Pat(val) => (
+                DRM_MIRAGE_MEM_RANGE_ATTR_PAT,
+                DrmMirageMadviseAttr::pat_index(DrmMirageMadviseValue {
+                    val,
+                    ..Default::default()
+                }),
+            ),
+        };
+        self.madvise_raw(&mut DrmMirageMadvise {
+            vm_id,
+            start,
+            range,
+            type_,
+            attr,
+            ..Default::default()
+        })
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS` with a raw argument.
+    ///
+    /// # Safety
+    ///
+    /// Unless `args.num_mem_ranges` is 0, `args.vector_of_mem_attr` must be
+    /// null or point to `args.num_mem_ranges` writable entries of
+    /// `args.sizeof_mem_range_attr` bytes that nothing else uses: the
+    /// kernel writes them.
+    pub unsafe fn vm_query_mem_range_attrs_raw(
+        &self,
+        args: &mut DrmMirageVmQueryMemRangeAttr,
+    ) -> io::Result<()> {
+        // SAFETY: `args` is the argument type of the request; the caller
+        // vouches for the memory it points to.
+        unsafe { ioctl(&self.file, DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS, args) }
+    }
+
+    /// The attributes of the CPU-address mirrors overlapping
+    /// `[start, start + range)` of `vm_id`, by xe's two calls, started
+    /// again if the mirrors changed between them (`ENOSPC`).
+    pub fn mem_range_attrs(
+        &self,
+        vm_id: u32,
+        start: u64,
+        range: u64,
+    ) -> io::Result<Vec<DrmMirageMemRangeAttr>> {
+        loop {
+            let mut a = DrmMirageVmQueryMemRangeAttr {
+                vm_id,
+                start,
+                range,
+                ..Default::default()
+            };
+            // SAFETY: a counting call: the kernel writes no entry.
+            unsafe { self.vm_query_mem_range_attrs_raw(&mut a)? };
+            if a.num_mem_ranges == 0 {
+                return Ok(Vec::new());
+            }
+            let mut v = vec![DrmMirageMemRangeAttr::default(); a.num_mem_ranges as usize];
+            a.sizeof_mem_range_attr = size_of::<DrmMirageMemRangeAttr>() as u64;
+            a.vector_of_mem_attr = v.as_mut_ptr() as u64;
+            // SAFETY: `v` has `num_mem_ranges` entries of the size given,
+            // and lives across the call.
+            match unsafe { self.vm_query_mem_range_attrs_raw(&mut a) } {
+                Ok(()) => {
+                    v.truncate(a.num_mem_ranges as usize);
+                    return Ok(v);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `DRM_IOCTL_MIRAGE_VM_BIND` with a raw argument. The kernel only reads

@@ -31,6 +31,8 @@ pub const DRM_MIRAGE_EXEC_QUEUE_CREATE: u64 = 0x06;
 pub const DRM_MIRAGE_EXEC_QUEUE_DESTROY: u64 = 0x07;
 pub const DRM_MIRAGE_EXEC: u64 = 0x08;
 pub const DRM_MIRAGE_VM_GET_STATE: u64 = 0x09;
+pub const DRM_MIRAGE_MADVISE: u64 = 0x0a;
+pub const DRM_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS: u64 = 0x0b;
 
 pub const DRM_MIRAGE_PARAM_DEVICE_ID: u32 = 0;
 pub const DRM_MIRAGE_PARAM_HW_VERSION: u32 = 1;
@@ -295,6 +297,162 @@ pub struct DrmMirageVmGetState {
     pub reserved: [u64; 2],
 }
 
+pub const DRM_MIRAGE_MEM_RANGE_ATTR_PREFERRED_LOC: u32 = 0;
+pub const DRM_MIRAGE_MEM_RANGE_ATTR_ATOMIC: u32 = 1;
+pub const DRM_MIRAGE_MEM_RANGE_ATTR_PAT: u32 = 2;
+pub const DRM_MIRAGE_PREFERRED_LOC_DEFAULT_DEVICE: u32 = 0;
+/// `(-1)` in C; `devmem_fd` is a `__u32`, so it goes there as `u32::MAX`.
+pub const DRM_MIRAGE_PREFERRED_LOC_DEFAULT_SYSTEM: i32 = -1;
+pub const DRM_MIRAGE_MIGRATE_ALL_PAGES: u32 = 0;
+pub const DRM_MIRAGE_MIGRATE_ONLY_SYSTEM_PAGES: u32 = 1;
+pub const DRM_MIRAGE_ATOMIC_UNDEFINED: u32 = 0;
+pub const DRM_MIRAGE_ATOMIC_DEVICE: u32 = 1;
+pub const DRM_MIRAGE_ATOMIC_GLOBAL: u32 = 2;
+pub const DRM_MIRAGE_ATOMIC_CPU: u32 = 3;
+
+/// `preferred_mem_loc` of `struct drm_mirage_madvise`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageMadvisePreferredLoc {
+    pub devmem_fd: u32,
+    pub migration_policy: u16,
+    pub region_instance: u16,
+    pub reserved: u64,
+}
+
+/// `atomic` and `pat_index` of `struct drm_mirage_madvise`, which have one
+/// shape.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageMadviseValue {
+    pub val: u32,
+    pub pad: u32,
+    pub reserved: u64,
+}
+
+/// The anonymous union of `struct drm_mirage_madvise`: the attribute that
+/// `type` names.
+///
+/// # Invariants
+///
+/// All its 16 bytes are initialised: every member is 16 bytes of integers,
+/// and the constructors write a whole member. That is what makes the
+/// accessors safe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union DrmMirageMadviseAttr {
+    preferred_mem_loc: DrmMirageMadvisePreferredLoc,
+    atomic: DrmMirageMadviseValue,
+    pat_index: DrmMirageMadviseValue,
+}
+
+impl DrmMirageMadviseAttr {
+    pub fn preferred_mem_loc(l: DrmMirageMadvisePreferredLoc) -> Self {
+        Self {
+            preferred_mem_loc: l,
+        }
+    }
+
+    pub fn atomic(v: DrmMirageMadviseValue) -> Self {
+        Self { atomic: v }
+    }
+
+    pub fn pat_index(v: DrmMirageMadviseValue) -> Self {
+        Self { pat_index: v }
+    }
+
+    /// The union's bytes as `preferred_mem_loc`.
+    pub fn as_preferred_mem_loc(&self) -> DrmMirageMadvisePreferredLoc {
+        // SAFETY: by the type invariant every byte is initialised, and any
+        // bit pattern is a valid value of this integers-only struct.
+        unsafe { self.preferred_mem_loc }
+    }
+
+    /// The union's bytes as `atomic` or `pat_index`.
+    pub fn as_value(&self) -> DrmMirageMadviseValue {
+        // SAFETY: as above.
+        unsafe { self.atomic }
+    }
+}
+
+impl Default for DrmMirageMadviseAttr {
+    fn default() -> Self {
+        Self::atomic(DrmMirageMadviseValue::default())
+    }
+}
+
+impl PartialEq for DrmMirageMadviseAttr {
+    fn eq(&self, other: &Self) -> bool {
+        // One member spans the whole union.
+        self.as_value() == other.as_value()
+    }
+}
+
+impl Eq for DrmMirageMadviseAttr {}
+
+impl fmt::Debug for DrmMirageMadviseAttr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrmMirageMadviseAttr")
+            .field("preferred_mem_loc", &self.as_preferred_mem_loc())
+            .field("value", &self.as_value())
+            .finish()
+    }
+}
+
+/// `struct drm_mirage_madvise`; `attr` is its anonymous union.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageMadvise {
+    pub extensions: u64,
+    pub start: u64,
+    pub range: u64,
+    pub vm_id: u32,
+    pub type_: u32,
+    pub attr: DrmMirageMadviseAttr,
+    pub reserved: [u64; 2],
+}
+
+/// `preferred_mem_loc` of `struct drm_mirage_mem_range_attr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageMemRangeLoc {
+    pub devmem_fd: u32,
+    pub migration_policy: u32,
+}
+
+/// `atomic` and `pat_index` of `struct drm_mirage_mem_range_attr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageMemRangeValue {
+    pub val: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageMemRangeAttr {
+    pub extensions: u64,
+    pub start: u64,
+    pub end: u64,
+    pub preferred_mem_loc: DrmMirageMemRangeLoc,
+    pub atomic: DrmMirageMemRangeValue,
+    pub pat_index: DrmMirageMemRangeValue,
+    pub reserved: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrmMirageVmQueryMemRangeAttr {
+    pub extensions: u64,
+    pub vm_id: u32,
+    pub num_mem_ranges: u32,
+    pub start: u64,
+    pub range: u64,
+    pub sizeof_mem_range_attr: u64,
+    pub vector_of_mem_attr: u64,
+    pub reserved: [u64; 2],
+}
+
 pub const DRM_IOCTL_MIRAGE_GET_PARAM: u64 = drm_iowr(
     DRM_COMMAND_BASE + DRM_MIRAGE_GET_PARAM,
     size_of::<DrmMirageGetParam>(),
@@ -334,6 +492,14 @@ pub const DRM_IOCTL_MIRAGE_EXEC: u64 = drm_iow(
 pub const DRM_IOCTL_MIRAGE_VM_GET_STATE: u64 = drm_iowr(
     DRM_COMMAND_BASE + DRM_MIRAGE_VM_GET_STATE,
     size_of::<DrmMirageVmGetState>(),
+);
+pub const DRM_IOCTL_MIRAGE_MADVISE: u64 = drm_iow(
+    DRM_COMMAND_BASE + DRM_MIRAGE_MADVISE,
+    size_of::<DrmMirageMadvise>(),
+);
+pub const DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS: u64 = drm_iowr(
+    DRM_COMMAND_BASE + DRM_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS,
+    size_of::<DrmMirageVmQueryMemRangeAttr>(),
 );
 
 /// `struct drm_version` from `drm.h`.
@@ -712,6 +878,65 @@ mod tests {
                 reserved,
             }
         );
+        layout!(
+            "drm_mirage_madvise",
+            DrmMirageMadvise {
+                extensions,
+                start,
+                range,
+                vm_id,
+                reserved,
+            }
+            {
+                "type" => type_, |s| s.type_;
+                "preferred_mem_loc.devmem_fd" => attr.preferred_mem_loc.devmem_fd,
+                    |s| s.attr.as_preferred_mem_loc().devmem_fd;
+                "preferred_mem_loc.migration_policy" => attr.preferred_mem_loc.migration_policy,
+                    |s| s.attr.as_preferred_mem_loc().migration_policy;
+                "preferred_mem_loc.region_instance" => attr.preferred_mem_loc.region_instance,
+                    |s| s.attr.as_preferred_mem_loc().region_instance;
+                "preferred_mem_loc.reserved" => attr.preferred_mem_loc.reserved,
+                    |s| s.attr.as_preferred_mem_loc().reserved;
+                "atomic.val" => attr.atomic.val, |s| s.attr.as_value().val;
+                "atomic.pad" => attr.atomic.pad, |s| s.attr.as_value().pad;
+                "atomic.reserved" => attr.atomic.reserved, |s| s.attr.as_value().reserved;
+                "pat_index.val" => attr.pat_index.val, |s| s.attr.as_value().val;
+                "pat_index.pad" => attr.pat_index.pad, |s| s.attr.as_value().pad;
+                "pat_index.reserved" => attr.pat_index.reserved, |s| s.attr.as_value().reserved;
+            }
+        );
+        layout!(
+            "drm_mirage_mem_range_attr",
+            DrmMirageMemRangeAttr {
+                extensions,
+                start,
+                end,
+                reserved,
+            }
+            {
+                "preferred_mem_loc.devmem_fd" => preferred_mem_loc.devmem_fd,
+                    |s| s.preferred_mem_loc.devmem_fd;
+                "preferred_mem_loc.migration_policy" => preferred_mem_loc.migration_policy,
+                    |s| s.preferred_mem_loc.migration_policy;
+                "atomic.val" => atomic.val, |s| s.atomic.val;
+                "atomic.reserved" => atomic.reserved, |s| s.atomic.reserved;
+                "pat_index.val" => pat_index.val, |s| s.pat_index.val;
+                "pat_index.reserved" => pat_index.reserved, |s| s.pat_index.reserved;
+            }
+        );
+        layout!(
+            "drm_mirage_vm_query_mem_range_attr",
+            DrmMirageVmQueryMemRangeAttr {
+                extensions,
+                vm_id,
+                num_mem_ranges,
+                start,
+                range,
+                sizeof_mem_range_attr,
+                vector_of_mem_attr,
+                reserved,
+            }
+        );
         consts!(
             DRM_COMMAND_BASE,
             DRM_IOCTL_VERSION,
@@ -754,6 +979,19 @@ mod tests {
             DRM_MIRAGE_EXEC_QUEUE_DESTROY,
             DRM_MIRAGE_EXEC,
             DRM_MIRAGE_VM_GET_STATE,
+            DRM_MIRAGE_MADVISE,
+            DRM_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS,
+            DRM_MIRAGE_MEM_RANGE_ATTR_PREFERRED_LOC,
+            DRM_MIRAGE_MEM_RANGE_ATTR_ATOMIC,
+            DRM_MIRAGE_MEM_RANGE_ATTR_PAT,
+            DRM_MIRAGE_PREFERRED_LOC_DEFAULT_DEVICE,
+            DRM_MIRAGE_PREFERRED_LOC_DEFAULT_SYSTEM,
+            DRM_MIRAGE_MIGRATE_ALL_PAGES,
+            DRM_MIRAGE_MIGRATE_ONLY_SYSTEM_PAGES,
+            DRM_MIRAGE_ATOMIC_UNDEFINED,
+            DRM_MIRAGE_ATOMIC_DEVICE,
+            DRM_MIRAGE_ATOMIC_GLOBAL,
+            DRM_MIRAGE_ATOMIC_CPU,
             DRM_MIRAGE_GEM_CREATE_FLAG_SYSTEM,
             DRM_MIRAGE_GEM_CREATE_FLAG_VRAM,
             DRM_MIRAGE_VM_CREATE_FLAG_FAULT_MODE,
@@ -788,6 +1026,8 @@ mod tests {
             DRM_IOCTL_MIRAGE_EXEC_QUEUE_DESTROY,
             DRM_IOCTL_MIRAGE_EXEC,
             DRM_IOCTL_MIRAGE_VM_GET_STATE,
+            DRM_IOCTL_MIRAGE_MADVISE,
+            DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS,
         );
         m
     }

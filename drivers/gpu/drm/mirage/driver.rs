@@ -3,6 +3,7 @@
 //! PCI probe, the interrupt self-test, and DRM registration.
 
 use kernel::{
+    debugfs,
     device::{Bound, Core, DeviceContext},
     dma::{Device as _, DmaMask},
     drm::{self, ioctl},
@@ -18,7 +19,7 @@ use kernel::{
 use crate::{
     file::MirageFile,
     gem::Bo,
-    gpu::Gpu,
+    gpu::{Gpu, Ping},
     irq::{self as mirage_irq, Bar0, IrqHandler, Vectors},
     params::DeviceInfo,
     regs, reset, selftest,
@@ -44,6 +45,8 @@ pub(crate) type MirageDevice<Ctx = drm::Normal> = drm::Device<MirageDriver, Ctx>
 /// Hardware resources, alive while the DRM device is registered.
 #[pin_data]
 pub(crate) struct MirageRegData<'bound> {
+    /// `ping_ns`, whose reads ring the device: gone before the interrupt handler.
+    _ping: Pin<KBox<debugfs::File<Ping>>>,
     // Declared before `_vectors`: it is made from them and must be freed first.
     _irq: Pin<KBox<irq::ThreadedRegistration<'bound, IrqHandler>>>,
     _vectors: Vectors<'bound>,
@@ -205,7 +208,13 @@ impl pci::Driver for MirageDriver {
                 )),
             }),
         )?;
+        // debugfs files are best effort: one that cannot be made is empty, not an error.
+        let ping = KBox::pin_init(
+            gpu.debugfs().read_only_file(c"ping_ns", Ping(gpu.clone())),
+            GFP_KERNEL,
+        )?;
         let reg_data = try_pin_init!(MirageRegData {
+            _ping: ping,
             _irq: irq,
             _vectors: vectors,
         }? Error);
@@ -279,5 +288,8 @@ impl drm::Driver for MirageDriver {
         (MIRAGE_EXEC, drm_mirage_exec, ioctl::RENDER_ALLOW, MirageFile::exec),
         (MIRAGE_VM_GET_STATE, drm_mirage_vm_get_state, ioctl::RENDER_ALLOW,
             MirageFile::vm_get_state),
+        (MIRAGE_MADVISE, drm_mirage_madvise, ioctl::RENDER_ALLOW, MirageFile::madvise),
+        (MIRAGE_VM_QUERY_MEM_RANGE_ATTRS, drm_mirage_vm_query_mem_range_attr, ioctl::RENDER_ALLOW,
+            MirageFile::vm_query_mem_range_attrs),
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     exec::{self, ExecQueue},
     gem,
     gpu::Gpu,
+    madvise,
     vm::{queue::BindQueue, Vm},
 };
 
@@ -351,6 +352,26 @@ impl MirageFile {
             uapi::drm_mirage_vm_state_DRM_MIRAGE_VM_STATE_UNUSABLE
         };
         Ok(0)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_MADVISE`.
+    pub(crate) fn madvise(
+        _dev: &MirageDevice<Registered>,
+        _reg: &MirageRegData<'_>,
+        args: &mut uapi::drm_mirage_madvise,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        madvise::madvise(args, file)
+    }
+
+    /// `DRM_IOCTL_MIRAGE_VM_QUERY_MEM_RANGE_ATTRS`.
+    pub(crate) fn vm_query_mem_range_attrs(
+        _dev: &MirageDevice<Registered>,
+        _reg: &MirageRegData<'_>,
+        args: &mut uapi::drm_mirage_vm_query_mem_range_attr,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        madvise::query(args, file)
     }
 
     /// `DRM_IOCTL_MIRAGE_VM_BIND`.

@@ -26,6 +26,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, Mutex, SpinLock,
     },
+    time::{Delta, Instant, Monotonic},
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
@@ -35,6 +36,18 @@ use crate::{
     regs,
     vm::Vm,
 };
+
+/// `ping_ns`: each read is one bare device round trip ([`Gpu::ping_round_trip`]), in ns.
+pub(crate) struct Ping(pub(crate) Arc<Gpu>);
+
+impl debugfs::Writer for Ping {
+    fn write(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        match self.0.ping_round_trip() {
+            Ok(ns) => writeln!(f, "{ns}"),
+            Err(e) => writeln!(f, "error {}", e.to_errno()),
+        }
+    }
+}
 
 /// The BAR, revoked when the device is unbound.
 pub(crate) type DevresBar0 = pci::DevresBar<{ regs::BAR0_MAPPED }>;
@@ -147,6 +160,8 @@ pub(crate) struct Gpu {
     /// Takes the faults from `faultq` and answers them.
     #[pin]
     fault_work: Work<Gpu>,
+    /// Ping interrupts the handler's thread has seen.
+    pings: Atomic<u32>,
 }
 
 impl_has_work! {
@@ -220,7 +235,32 @@ impl Gpu {
             faultq,
             faults_on <- new_spinlock!(false),
             fault_work <- new_work!("mirage::fault_work"),
+            pings: Atomic::new(0),
         }))
+    }
+
+    /// From the interrupt thread: the device answered a ping.
+    pub(crate) fn pinged(&self) {
+        self.pings.fetch_add(1, Relaxed);
+    }
+
+    /// One bare device round trip, the benchmark's baseline for the fault service: rings the
+    /// ping doorbell and spins until the interrupt handler's thread has seen the answer (the
+    /// hard half read and acknowledged it). Nanoseconds.
+    pub(crate) fn ping_round_trip(&self) -> Result<i64> {
+        let before = self.pings.load(Relaxed);
+        let start = Instant::<Monotonic>::now();
+        self.try_bar()
+            .ok_or(ENODEV)?
+            .write_reg(regs::DB_PING::zeroed().with_value(0x5e1f_7e57u32));
+        // The handler's thread is a real-time one: it preempts this spin.
+        while self.pings.load(Relaxed) == before {
+            if start.elapsed() > Delta::from_secs(1) {
+                return Err(ETIMEDOUT);
+            }
+            core::hint::spin_loop();
+        }
+        Ok(start.elapsed().as_nanos())
     }
 
     /// Points the device at the fault queue and lets page-fault interrupts queue the fault

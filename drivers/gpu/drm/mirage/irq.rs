@@ -161,6 +161,7 @@ impl irq::ThreadedHandler for IrqHandler {
         let status = regs::IRQ_STATUS::from(self.pending.xchg(0, Acquire));
         if status.ping() {
             self.pings.fetch_add(1, Relaxed);
+            self.gpu.pinged();
         }
         // Release on the counters: whoever sees a count also sees the device's writes.
         if status.dma() {

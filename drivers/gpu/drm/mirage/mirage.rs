@@ -13,6 +13,7 @@ mod file;
 mod gem;
 mod gpu;
 mod irq;
+mod madvise;
 mod mmu;
 mod params;
 mod regs;

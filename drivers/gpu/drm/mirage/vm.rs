@@ -69,13 +69,16 @@ use crate::{
 
 mod attrs;
 mod fault;
+mod gc;
+mod madvise;
 pub(crate) mod queue;
+mod stats;
 mod svm;
 #[cfg(CONFIG_DRM_MIRAGE_KUNIT_TEST)]
 mod tests;
 pub(crate) mod userptr;
 
-pub(crate) use attrs::{Attrs, VaInfo, MIRROR};
+pub(crate) use attrs::{Advice, Attrs, VaInfo, MIRROR};
 use queue::{BindJob, BindOps, BindQueue, Held};
 use userptr::{Faulted, Notifiers, Userptr};
 
@@ -221,6 +224,9 @@ pub(crate) struct SmCtx<'a, B: Backend> {
     added: isize,
     /// The data of the mapping a map inserts.
     data: VaInfo,
+    /// The op is a madvise list: its map steps insert the inside part of the mapping the
+    /// remap before split, with that mapping's data.
+    madvise: bool,
 }
 
 impl<B: Backend> SmCtx<'_, B> {
@@ -280,6 +286,9 @@ impl<B: Backend> DriverGpuVm for VmData<B> {
         let pair = [ctx.vas.take()?, ctx.vas.take()?];
         // The pieces of a userptr's or a mirror's mapping keep what it had.
         let data = *op.va_to_unmap().data();
+        if ctx.madvise {
+            ctx.data = data;
+        }
         let (done, ret) = op.remap(pair, data, data);
         // One VA out, one or two in.
         ctx.added += 1;
@@ -521,6 +530,8 @@ pub(crate) struct VmCore<B: Backend> {
     /// Page faults resolved (the job retried) and not (the job was aborted).
     faults_resolved: Atomic<u64>,
     faults_aborted: Atomic<u64>,
+    /// What fault services and collector passes cost, by stage.
+    stats: stats::Stats,
 }
 
 impl<B: Backend> VmCore<B> {
@@ -575,6 +586,7 @@ impl<B: Backend> VmCore<B> {
                 fault_mode,
                 faults_resolved: Atomic::new(0),
                 faults_aborted: Atomic::new(0),
+                stats: stats::Stats::new(),
             }),
             GFP_KERNEL,
         )
@@ -656,6 +668,7 @@ impl<B: Backend> VmCore<B> {
         )?;
         if let Some(svm) = &state.svm {
             writeln!(f, "svm ranges {}", svm.count())?;
+            self.stats.show(f)?;
         }
         let mut res = Ok(());
         state.gpuvm.for_each_va(0..self.va_end, |va| {
@@ -951,6 +964,7 @@ impl<B: Backend> VmCore<B> {
                             userptr: userptr.as_ref().map(|(u, _)| u.id()),
                             ..*data
                         },
+                        madvise: false,
                     };
                     let res = state.gpuvm.sm_map(OpMapRequest {
                         addr: range.start,
@@ -968,6 +982,7 @@ impl<B: Backend> VmCore<B> {
                         held,
                         added: 0,
                         data: VaInfo::default(),
+                        madvise: false,
                     };
                     let gpuvm = &mut state.gpuvm;
                     let res = ranges
@@ -1525,6 +1540,7 @@ impl<B: Backend> PinnedDrop for VmCore<B> {
             held: None,
             added: 0,
             data: VaInfo::default(),
+            madvise: false,
         };
         // Unmapping the whole range splits nothing, so it needs no VA node; it removes every
         // VA, each of which holds a reference to the GPU VM and to a BO.

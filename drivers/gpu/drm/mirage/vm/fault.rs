@@ -9,7 +9,10 @@
 
 use kernel::{prelude::*, sync::atomic::Relaxed};
 
-use super::{Backend, VmCore};
+use super::{
+    stats::{Clock, Stages},
+    Backend, VmCore,
+};
 use crate::faults::Fault;
 
 impl<B: Backend> VmCore<B> {
@@ -17,23 +20,29 @@ impl<B: Backend> VmCore<B> {
     ///
     /// Process context: it may sleep, allocate and take the VM lock.
     pub(crate) fn handle_fault(&self, f: &Fault) -> Result {
-        let res = self.resolve_fault(f);
+        let start = Clock::now();
+        let mut stages = Stages::default();
+        let res = self.resolve_fault(f, &mut stages);
+        if let Ok(size) = res {
+            self.stats.fault(size, start.elapsed(), &stages);
+        }
         let count = if res.is_ok() {
             &self.faults_resolved
         } else {
             &self.faults_aborted
         };
         count.fetch_add(1, Relaxed);
-        res
+        res.map(|_| ())
     }
 
-    fn resolve_fault(&self, f: &Fault) -> Result {
+    /// Resolves `f`; returns the size of the range it mapped.
+    fn resolve_fault(&self, f: &Fault, stages: &mut Stages) -> Result<u64> {
         if !self.is_usable() {
             return Err(ENOENT);
         }
         // Only mirrors are filled in on fault. With no mapping at the address, the access is a
         // bug of the job; a BO's or a userptr's mapping is in the page table once its bind
         // executed, which the job was ordered after, or not at all.
-        self.resolve_mirror(f)
+        self.resolve_mirror(f, stages)
     }
 }

@@ -19,13 +19,21 @@ use kernel::{
         self,
         gpusvm::{Ctx, GpuSvm, GpuSvmOps, Invalidation, SvmExclusive},
     },
-    mm::mmu_notifier::Event,
+    mm::{
+        mmu_notifier::{Event, IntervalNotifier},
+        Mm,
+    },
     prelude::*,
     sync::Arc,
     time::Delta,
 };
 
-use super::{overlap, Backend, PtWork, Segments, VmCore};
+use super::{
+    gc::{self, Gc, Watcher},
+    overlap,
+    stats::{Clock, Stages},
+    Backend, PtWork, Segments, VmCore,
+};
 use crate::{
     faults::{Access, Fault},
     mmu::{
@@ -51,6 +59,8 @@ const TRIES: u32 = 8;
 /// goes, so it outlives every callback.
 pub(crate) struct Mirror<B: Backend> {
     vm: *const VmCore<B>,
+    /// Removes the ranges the CPU unmapped.
+    gc: Arc<Gc<B>>,
 }
 
 // SAFETY: `vm` is only used for shared access to a `VmCore`, which is `Send + Sync`.
@@ -70,16 +80,35 @@ impl<B: Backend> GpuSvmOps for Mirror<B> {
         // SAFETY: The VM outlives its mirror's callbacks (type invariants).
         let vm = unsafe { &*svm.data().vm };
         vm.zap(inv);
+        if inv.event() == Event::Unmap {
+            svm.data().gc.kick();
+        }
     }
 }
 
-/// A VM's mirror, and the right to change its ranges, under the VM lock.
+/// A VM's mirror, and the right to change its ranges, under the VM lock; its collector, and
+/// the watcher that feeds it.
 pub(crate) struct Svm<B: Backend> {
+    pub(super) gc: Arc<Gc<B>>,
+    watcher: Pin<KBox<IntervalNotifier<Watcher<B>>>>,
     svm: Pin<KBox<GpuSvm<Mirror<B>>>>,
     tok: SvmExclusive,
 }
 
+impl<B: Backend> Drop for Svm<B> {
+    fn drop(&mut self) {
+        // The collector's work reaches into the VM: it ends first. The watcher, then the
+        // mirror, go with the fields.
+        self.gc.stop();
+    }
+}
+
 impl<B: Backend> Svm<B> {
+    /// The address space the VM mirrors.
+    pub(super) fn mm(&self) -> &Mm {
+        self.watcher.mm()
+    }
+
     /// Whether a range of the mirror overlaps `span`.
     pub(super) fn has_ranges(&self, span: &Range<u64>) -> bool {
         let mut any = false;
@@ -91,7 +120,7 @@ impl<B: Backend> Svm<B> {
 
     /// Removes the ranges the CPU unmapped; their entries were zapped and their pages unmapped
     /// by the notifier.
-    fn collect(&mut self) -> Result<usize> {
+    pub(super) fn collect(&mut self) -> Result<usize> {
         self.svm
             .remove_ranges(&mut self.tok, 0..usize::MAX, |r| r.is_unmapped())
     }
@@ -123,17 +152,47 @@ impl<B: Backend> VmCore<B> {
         let task = kernel::current!();
         let mm = task.mm().ok_or(EINVAL)?;
         let len = usize::try_from(self.va_end)?;
+        let gc = Gc::new(core::ptr::from_ref(&**self))?;
         // INVARIANT: The VM holds the mirror, and drops it first when it goes.
         let mirror = Mirror {
             vm: core::ptr::from_ref(&**self),
+            gc: gc.clone(),
         };
         let svm = KBox::pin_init(
             GpuSvm::new(c"mirage", dev, mm, 0..len, NOTIFIER_SIZE, &CHUNKS, mirror),
             GFP_KERNEL,
         )?;
         let tok = svm.take_exclusive()?;
-        self.state.lock().svm = Some(Svm { svm, tok });
+        let watcher = gc::watch(mm, len, gc.clone())?;
+        self.state.lock().svm = Some(Svm {
+            gc,
+            watcher,
+            svm,
+            tok,
+        });
         Ok(())
+    }
+
+    /// Removes the ranges that overlap `span`, mapped or not: the GPU stops using them first.
+    pub(super) fn invalidate_mirror(&self, svm: &mut Svm<B>, span: &Range<u64>) -> Result<usize> {
+        let mut hull: Option<Range<u64>> = None;
+        {
+            let mut pt = self.pt.lock();
+            svm.svm.for_each_range(&svm.tok, to_cpu(span), |r| {
+                let (s, e) = (r.start() as u64, r.end() as u64);
+                if zap_leaves(&mut *pt, s, e).is_err() {
+                    kernel::warn_on!(true);
+                }
+                hull = Some(match hull.take() {
+                    Some(h) => h.start.min(s)..h.end.max(e),
+                    None => s..e,
+                });
+            })?;
+            if let Some(h) = &hull {
+                self.gpu.flush(self.serial, h.start, h.end);
+            }
+        }
+        svm.svm.remove_ranges(&mut svm.tok, to_cpu(span), |_| true)
     }
 
     /// The notifier's work: the GPU stops using the ranges `inv` names.
@@ -167,12 +226,15 @@ impl<B: Backend> VmCore<B> {
         });
     }
 
-    /// Resolves a fault in a mirror: maps the pages of the range around the address.
-    pub(super) fn resolve_mirror(&self, f: &Fault) -> Result {
+    /// Resolves a fault in a mirror: maps the pages of the range around the address. Returns
+    /// the range's size; adds what each stage took to `stages`.
+    pub(super) fn resolve_mirror(&self, f: &Fault, stages: &mut Stages) -> Result<u64> {
         let write = matches!(f.access(), Access::Write | Access::Atomic);
         for _ in 0..TRIES {
             let mut guard = self.state.lock();
             let state = &mut *guard;
+            // What the CPU unmapped goes first, so that the mirror and range found are current.
+            self.collect_locked(state)?;
             let Some(va) = state.gpuvm.find_va(f.addr) else {
                 return Err(EFAULT);
             };
@@ -200,12 +262,14 @@ impl<B: Backend> VmCore<B> {
             let Some(svm) = state.svm.as_mut() else {
                 return Err(EFAULT);
             };
-            // What the CPU unmapped goes first, so that the range found is current.
-            svm.collect()?;
-            let got = match Self::get_pages(svm, f.addr, &mirror, write) {
+            let t = Clock::now();
+            let got = Self::get_pages(svm, f.addr, &mirror, write);
+            stages.get_pages += t.elapsed();
+            let got = match got {
                 Err(e) if e == EAGAIN => continue,
                 r => r?,
             };
+            let t = Clock::now();
 
             let work = PtWork::Fill {
                 prot: attrs.prot(got.writable),
@@ -240,9 +304,12 @@ impl<B: Backend> VmCore<B> {
             }
             let mut pt = self.pt.lock();
             let res = Self::apply_pt(&mut *pt, self.pgsizes, &work);
+            stages.bind += t.elapsed();
             // Entries that were invalid are not cached; a table a block replaced may be.
             if self.pool.freed_pending() > 0 {
+                let t = Clock::now();
                 self.gpu.flush(self.serial, got.range.start, got.range.end);
+                stages.tlb += t.elapsed();
                 self.pool.release_freed();
             }
             drop(pt);
@@ -252,7 +319,7 @@ impl<B: Backend> VmCore<B> {
                 kernel::warn_on!(true);
                 self.usable.store(false, kernel::sync::atomic::Relaxed);
             }
-            return res;
+            return res.map(|()| got.range.end - got.range.start);
         }
         // The CPU side kept changing: the job is aborted, and may be run again.
         Err(EBUSY)

@@ -28,7 +28,7 @@ use kernel::{
     time::Delta,
 };
 
-use super::{queue::BindQueue, Backend, BindOp, VmCore};
+use super::{queue::BindQueue, Advice, Attrs, Backend, BindOp, VmCore};
 use crate::mmu::{
     pool::PoolStats,
     tests::{check, insert_sorted, random_prot, Mapping, Model, Rng},
@@ -389,6 +389,110 @@ fn random_op(
     }
 }
 
+/// The pages of the mirrors of the attribute tests: an AUTORESET mirror of `AUTO` pages with
+/// PAT 0, then a mirror without AUTORESET of `PLAIN` pages with PAT 1, from `BASE` on.
+const AUTO: u64 = 32;
+const PLAIN: u64 = 16;
+
+fn page(i: u64) -> u64 {
+    BASE + i * SZ_4K
+}
+
+/// Each mapping of the tree, as `(start, end, attributes)`; every one must be a mirror.
+fn mirrors(vm: &TestVm) -> Result<KVec<(u64, u64, Attrs)>> {
+    let state = vm.state.lock();
+    let mut out = KVec::new();
+    let mut res = Ok(());
+    state.gpuvm.for_each_va(0..u64::MAX, |va| {
+        let Some(a) = va.data().mirror else {
+            res = Err(EINVAL);
+            return;
+        };
+        if res.is_ok() {
+            let e = (va.addr(), va.addr() + va.length(), a);
+            res = out.push(e, GFP_KERNEL).map_err(Error::from);
+        }
+    });
+    res.map(|()| out)
+}
+
+/// Checks that the mirrors tile the two mirrors' pages and have the model's attributes.
+fn check_attrs(vm: &TestVm, model: &[Attrs]) -> Result {
+    let m = mirrors(vm)?;
+    let mut at = page(0);
+    for &(s, e, a) in m.iter() {
+        if s != at || e <= s {
+            pr_err!("mirrors do not tile: {s:#x}..{e:#x} after {at:#x}\n");
+            return Err(EINVAL);
+        }
+        for p in (s..e).step_by(SZ_4K as usize) {
+            let i = ((p - BASE) / SZ_4K) as usize;
+            if model.get(i) != Some(&a) {
+                pr_err!("page {i}: tree {a:?}, model {:?}\n", model.get(i));
+                return Err(EINVAL);
+            }
+        }
+        at = e;
+    }
+    if at != page(AUTO + PLAIN) {
+        pr_err!("mirrors end at {at:#x}\n");
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+fn random_advice(rng: &mut Rng) -> Advice {
+    match rng.below(3) {
+        0 => Advice::Atomic(rng.below(4) as u32),
+        1 => Advice::Pat(rng.below(2) as u16),
+        _ => Advice::PreferredLoc {
+            devmem_fd: if rng.below(2) == 0 { 0 } else { u32::MAX },
+            migration: rng.below(2) as u16,
+        },
+    }
+}
+
+/// A fault-mode VM (with no mirror of a process: the tests drive the collector's reset
+/// directly) with the two mirrors, and the model of their pages' attributes.
+fn two_mirrors(fx: &Fixture) -> Result<(Arc<TestVm>, BindQueue<TestBackend>, KVec<Attrs>)> {
+    let vm = TestVm::new(&fx.drm, &fx.backend, 48, PGSIZES, true)?;
+    let q = BindQueue::new(vm.clone())?;
+    let mut ops = KVec::new();
+    ops.push(
+        BindOp::MapMirror {
+            range: page(0)..page(AUTO),
+            pat: 0,
+            autoreset: true,
+        },
+        GFP_KERNEL,
+    )?;
+    ops.push(
+        BindOp::MapMirror {
+            range: page(AUTO)..page(AUTO + PLAIN),
+            pat: 1,
+            autoreset: false,
+        },
+        GFP_KERNEL,
+    )?;
+    bind(&q, ops)?;
+    let mut model = KVec::new();
+    for i in 0..AUTO + PLAIN {
+        let a = if i < AUTO {
+            Attrs::new(0, true)
+        } else {
+            Attrs::new(1, false)
+        };
+        model.push(a, GFP_KERNEL)?;
+    }
+    Ok((vm, q, model))
+}
+
+/// The collector's reset of `[page(a), page(b))`, as after a CPU unmap of it.
+fn reset(vm: &TestVm, a: u64, b: u64) -> Result {
+    let mut state = vm.state.lock();
+    vm.reset_span(&mut state, page(a)..page(b))
+}
+
 #[kunit_tests(mirage_vm)]
 mod kunit {
     use super::*;
@@ -628,6 +732,118 @@ mod kunit {
         assert_eq!(vm.pool.stats().cancelled, reserved as u64);
         assert_eq!(count_leaves(&*vm.pt.lock(), 1 << 48), [0, 0, 0, 0]);
         gate.signal(Ok(()));
+        Ok(())
+    }
+
+    /// Random MADVISEs and CPU unmaps over an AUTORESET mirror and one without: the attributes
+    /// of every page follow a model where an unmap resets AUTORESET pages only, and the
+    /// mirrors always tile the pages.
+    #[test]
+    fn autoreset_follows_unmaps_against_a_model() -> Result {
+        let fx = Fixture::new(c"mirage-vm-kunit-autoreset")?;
+        let (vm, _q, mut model) = two_mirrors(&fx)?;
+        check_attrs(&vm, &model)?;
+        let mut rng = Rng(0x6761_7262_6167_6521);
+        let span = AUTO + PLAIN + 8;
+        for _ in 0..300 {
+            // Ranges may start and end in the holes on either side.
+            let a = rng.below(span);
+            let b = a + 1 + rng.below(span - a);
+            let (a, b) = (a as i64 - 4, b as i64 - 4);
+            let lo = a.max(0) as u64;
+            let hi = (b.max(0) as u64).min(AUTO + PLAIN);
+            let start = (BASE as i64 + a * SZ_4K as i64) as u64;
+            let end = (BASE as i64 + b * SZ_4K as i64) as u64;
+            if rng.below(3) < 2 {
+                let adv = random_advice(&mut rng);
+                vm.madvise(start..end, adv)?;
+                for i in lo..hi {
+                    model[i as usize] = model[i as usize].advised(adv);
+                }
+            } else {
+                let mut state = vm.state.lock();
+                vm.reset_span(&mut state, start..end)?;
+                drop(state);
+                for i in lo..hi {
+                    let m = &mut model[i as usize];
+                    if m.autoreset {
+                        *m = m.defaults();
+                    }
+                }
+            }
+            check_attrs(&vm, &model)?;
+        }
+        // Every piece went back to its defaults at some point, and pieces were made.
+        assert!(mirrors(&vm)?.len() > 2);
+        Ok(())
+    }
+
+    /// The reset of a span that a mirror covers exactly is in place; otherwise the span
+    /// becomes a mirror of its own that takes in the neighbours that have the defaults
+    /// already, while neighbours with other attributes keep theirs.
+    #[test]
+    fn reset_splits_and_merges_with_default_neighbours() -> Result {
+        let fx = Fixture::new(c"mirage-vm-kunit-reset-merge")?;
+        let (vm, _q, _) = two_mirrors(&fx)?;
+        let uc = Advice::Pat(1);
+        let dev = Advice::Atomic(1);
+        // [0, 4) UC, [4, 8) defaults, [8, 12) UC, [12, 16) atomic DEVICE, the rest defaults.
+        vm.madvise(page(0)..page(4), uc)?;
+        vm.madvise(page(8)..page(12), uc)?;
+        vm.madvise(page(12)..page(16), dev)?;
+        let d = Attrs::new(0, true);
+        let (a_uc, a_dev) = (d.advised(uc), d.advised(dev));
+        // The AUTORESET mirrors must be these, each given by its end and attributes.
+        let shape = |want: &[(u64, Attrs)]| -> Result {
+            let mut auto = KVec::new();
+            for m in mirrors(&vm)?.into_iter().filter(|m| m.2.autoreset) {
+                auto.push(m, GFP_KERNEL)?;
+            }
+            let mut start = 0;
+            let mut ok = auto.len() == want.len();
+            for (g, &(end, a)) in auto.iter().zip(want) {
+                ok &= g.0 == page(start) && g.1 == page(end) && g.2 == a;
+                start = end;
+            }
+            if !ok {
+                pr_err!("mirrors {auto:?}\n");
+                return Err(EINVAL);
+            }
+            Ok(())
+        };
+        let steps: [(Option<(u64, u64)>, [(u64, Attrs); 5]); 5] = [
+            (
+                None,
+                [(4, a_uc), (8, d), (12, a_uc), (16, a_dev), (AUTO, d)],
+            ),
+            // Inside one mirror, next to a default one: the two become one.
+            (
+                Some((2, 4)),
+                [(2, a_uc), (8, d), (12, a_uc), (16, a_dev), (AUTO, d)],
+            ),
+            // Exactly one mirror: in place.
+            (
+                Some((8, 12)),
+                [(2, a_uc), (8, d), (12, d), (16, a_dev), (AUTO, d)],
+            ),
+            // Across the end of one: its rest keeps its attributes, the default one after
+            // merges.
+            (
+                Some((14, 20)),
+                [(2, a_uc), (8, d), (12, d), (14, a_dev), (AUTO, d)],
+            ),
+            // Nothing to reset: nothing changes.
+            (
+                Some((20, 24)),
+                [(2, a_uc), (8, d), (12, d), (14, a_dev), (AUTO, d)],
+            ),
+        ];
+        for (span, want) in steps {
+            if let Some((a, b)) = span {
+                reset(&vm, a, b)?;
+            }
+            shape(&want)?;
+        }
         Ok(())
     }
 }
