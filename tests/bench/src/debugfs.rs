@@ -5,7 +5,11 @@
 //! pool reserved <n> used <n> returned <n> live <n> exhausted <n> unused <n> cancelled <n> available <n>
 //! pt leaves 1g <n> 2m <n> 4k <n>
 //! userptr live <n> invalidated <n> invalidations <n> revalidated_last <n> revalidated_total <n>
-//! va 0x<start> 0x<end> offset 0x<bo offset>[ userptr <id>]
+//! faults resolved <n> aborted <n>
+//! svm ranges <n>                                    (fault-mode VMs only, with the next four)
+//! fault <4k|64k|2m> count <n> service_ns <n> get_pages_ns <n> bind_ns <n> tlb_ns <n>
+//! gc passes <n> ranges <n> ns <n>
+//! va 0x<start> 0x<end> offset 0x<bo offset>[ userptr <id>][ mirror pat <n> autoreset <0|1>]
 //! ...
 //! ```
 //!
@@ -66,6 +70,24 @@ pub struct VmFile {
     /// EXEC or bind that revalidated any, revalidated in all; zero if the
     /// file has no userptr line.
     pub userptr: [u64; 5],
+    /// GPU faults resolved and aborted.
+    pub faults: [u64; 2],
+    /// A fault-mode VM's fault-service and collector figures.
+    pub svm: Option<SvmStats>,
+}
+
+/// The fault-service figures of one range size: faults, then the sums of
+/// their service, get_pages, bind and TLB times, in ns.
+pub type FaultSums = [u64; 5];
+
+/// What a fault-mode VM's file says of its mirror.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvmStats {
+    pub ranges: u64,
+    /// By range size: 4 KiB, 64 KiB, 2 MiB.
+    pub faults: [FaultSums; 3],
+    /// Collector passes, the ranges they removed, and their time in ns.
+    pub gc: [u64; 3],
 }
 
 /// The words of `line` after `tag`, as `key value` pairs whose keys must
@@ -141,11 +163,39 @@ pub fn parse(text: &str) -> Option<VmFile> {
     };
     let mut mappings = Vec::new();
     let mut userptr = [0; 5];
+    let mut faults = [0; 2];
+    let mut svm: Option<SvmStats> = None;
     for l in lines.filter(|l| !l.trim().is_empty()) {
         let w: Vec<&str> = l.split_whitespace().collect();
         match w[..] {
-            ["va", start, end, "offset", off] | ["va", start, end, "offset", off, "userptr", _] => {
+            ["va", start, end, "offset", off]
+            | ["va", start, end, "offset", off, "userptr", _]
+            | ["va", start, end, "offset", off, "mirror", "pat", _, "autoreset", _] => {
                 mappings.push((hex(start)?, hex(end)?, hex(off)?))
+            }
+            ["faults", "resolved", r, "aborted", a] => faults = [r.parse().ok()?, a.parse().ok()?],
+            ["svm", "ranges", n] => {
+                svm = Some(SvmStats {
+                    ranges: n.parse().ok()?,
+                    ..SvmStats::default()
+                })
+            }
+            ["fault", size, ..] => {
+                let i = ["4k", "64k", "2m"].iter().position(|s| *s == size)?;
+                let keys = ["count", "service_ns", "get_pages_ns", "bind_ns", "tlb_ns"];
+                let line = l.replacen(size, "", 1);
+                let p = pairs(&line, "fault", keys)?;
+                let f = &mut svm.as_mut()?.faults[i];
+                for (slot, v) in f.iter_mut().zip(p) {
+                    *slot = v.parse().ok()?;
+                }
+            }
+            ["gc", ..] => {
+                let p = pairs(l, "gc", ["passes", "ranges", "ns"])?;
+                let g = &mut svm.as_mut()?.gc;
+                for (slot, v) in g.iter_mut().zip(p) {
+                    *slot = v.parse().ok()?;
+                }
             }
             ["userptr", ..] => {
                 let keys = [
@@ -171,6 +221,8 @@ pub fn parse(text: &str) -> Option<VmFile> {
         leaves,
         mappings,
         userptr,
+        faults,
+        svm,
     })
 }
 
@@ -268,6 +320,43 @@ mod tests {
         for tail in [
             "userptr live 2 invalidated 1 invalidations 9 revalidated_last 3\n",
             "va 0x1000 0x3000 offset 0x0 userptr\n",
+        ] {
+            assert!(
+                parse(&with_pool(POOL, &format!("{PT}{tail}"))).is_none(),
+                "{tail}"
+            );
+        }
+    }
+
+    #[test]
+    fn fault_mode_figures_and_mirrors_parse() {
+        let f = parse(&with_pool(
+            POOL,
+            "pt leaves 1g 0 2m 0 4k 1\n\
+             faults resolved 5 aborted 1\n\
+             svm ranges 3\n\
+             fault 4k count 2 service_ns 900 get_pages_ns 500 bind_ns 300 tlb_ns 0\n\
+             fault 64k count 0 service_ns 0 get_pages_ns 0 bind_ns 0 tlb_ns 0\n\
+             fault 2m count 1 service_ns 7000 get_pages_ns 6000 bind_ns 800 tlb_ns 10\n\
+             gc passes 2 ranges 4 ns 1200\n\
+             va 0x100000000 0x800000000000 offset 0x100000000 mirror pat 0 autoreset 1\n",
+        ))
+        .unwrap_or_else(|| panic!("did not parse"));
+        assert_eq!(f.faults, [5, 1]);
+        assert_eq!(
+            f.svm,
+            Some(SvmStats {
+                ranges: 3,
+                faults: [[2, 900, 500, 300, 0], [0; 5], [1, 7000, 6000, 800, 10]],
+                gc: [2, 4, 1200],
+            })
+        );
+        assert_eq!(f.mappings, [(1 << 32, 1 << 47, 1 << 32)]);
+        // Fault figures with no svm line, or a size the driver has not.
+        for tail in [
+            "fault 4k count 2 service_ns 900 get_pages_ns 500 bind_ns 300 tlb_ns 0\n",
+            "svm ranges 1\nfault 8k count 2 service_ns 900 get_pages_ns 500 bind_ns 300 tlb_ns 0\n",
+            "svm ranges 1\ngc passes 1 ranges 1\n",
         ] {
             assert!(
                 parse(&with_pool(POOL, &format!("{PT}{tail}"))).is_none(),

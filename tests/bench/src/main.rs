@@ -5,10 +5,12 @@
 //! It is a benchmark, not a test: it prints numbers and exits nonzero only
 //! if an ioctl it needs fails, never because of a timing.
 
+mod anon;
 mod bind_async;
 mod budget;
 mod debugfs;
 mod empty_job;
+mod svm;
 mod userptr;
 
 use budget::Op;
@@ -301,6 +303,61 @@ fn table_row(t: &Tables) -> String {
     )
 }
 
+/// GPU page faults of a fault-mode VM against the bare device round trip.
+fn svm_lines(d: &Device) -> Result<(), String> {
+    let f = svm::figures(d)?;
+    let ping = f.ping;
+    println!(
+        "{:<44} {:>11} ns {:>11} ns {:>10}",
+        "bare device round trip (ping, IRQ, ack)", ping.median, ping.p90, "/ ping 1.00x"
+    );
+    for (what, s) in [
+        (
+            format!("GPU fault, 4 KiB range ({} faults)", svm::PAGES),
+            f.fault_4k,
+        ),
+        (
+            format!("GPU fault, 2 MiB range ({} faults)", svm::BIG),
+            f.fault_2m,
+        ),
+    ] {
+        let [n, service, get_pages, bind, tlb] = s;
+        if n == 0 {
+            println!("{what:<44} n/a (no fault of that size)");
+            continue;
+        }
+        println!(
+            "{what:<44} {:>11} ns {:>14} {:>10}",
+            service / n,
+            "mean",
+            ratio(service / n, ping.median)
+        );
+        for (stage, v) in [("get_pages", get_pages), ("bind", bind), ("TLB", tlb)] {
+            println!(
+                "{:<44} {:>11} ns {:>14} {:>10}",
+                format!("  {stage}"),
+                v / n,
+                "",
+                ratio(v / n, ping.median)
+            );
+        }
+    }
+    let [passes, ranges, ns] = f.gc;
+    match ns.checked_div(ranges) {
+        Some(per) => println!(
+            "{:<44} {:>11} ns {:>14} {:>10}",
+            format!("GC, per range ({ranges} ranges, {passes} passes)"),
+            per,
+            "",
+            ratio(per, ping.median)
+        ),
+        None => println!("GC: n/a (no range collected)"),
+    }
+    println!("(GPU faults: mean service time from the fault record to resume, and its stages,");
+    println!(" as the driver sums them; ratios to the bare round trip's median)");
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let d = Device::open().map_err(err("opening the render node"))?;
     println!("mirage-bench: costs measured side by side in this one boot. The guest runs");
@@ -418,6 +475,8 @@ fn run() -> Result<(), String> {
     println!(" held: every bind waits for one fence, opened once all are queued; drain:");
     println!(" its opening to the last out-fence / binds)");
 
+    println!();
+    svm_lines(&d)?;
     println!();
     println!("page tables reserved for the binds above, against the tables mirage used");
     println!(

@@ -3,11 +3,11 @@
 //! revalidate, and what revalidating one costs an EXEC. Each figure is
 //! measured against its baseline in the same run, interleaved.
 
+use crate::anon::Anon;
 use crate::empty_job::EmptyJob;
-use crate::{median_p90, timed, Stat, SZ_4K};
+use crate::{median_p90, Stat, SZ_4K};
 use mirage::uapi::*;
 use mirage::Device;
-use std::io;
 
 const SZ_2M: u64 = 2 << 20;
 /// Rounds of each measurement.
@@ -17,78 +17,6 @@ const JOBS: usize = 5;
 /// Userptrs of the crowded VM.
 pub const MANY: usize = 10_000;
 const UP_VA: u64 = 0x4000_0000;
-
-/// Anonymous memory, unmapped on drop unless [`Anon::munmap`] did.
-struct Anon {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Anon {
-    /// `len` bytes, every page written (faulted in).
-    fn new(len: u64) -> Result<Self, String> {
-        // SAFETY: a new private anonymous mapping.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", io::Error::last_os_error()));
-        }
-        let a = Self {
-            ptr,
-            len: len as usize,
-        };
-        a.touch();
-        Ok(a)
-    }
-
-    fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-
-    /// Writes every page.
-    fn touch(&self) {
-        for off in (0..self.len).step_by(SZ_4K as usize) {
-            // SAFETY: in bounds of the mapping, which is ours.
-            unsafe { self.ptr.cast::<u8>().add(off).write_volatile(1) };
-        }
-    }
-
-    fn dontneed(&self) -> Result<(), String> {
-        // SAFETY: the pages are ours.
-        match unsafe { libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED) } {
-            0 => Ok(()),
-            _ => Err(format!("madvise: {}", io::Error::last_os_error())),
-        }
-    }
-
-    /// munmap, timed.
-    fn munmap(mut self) -> Result<u64, String> {
-        // SAFETY: the mapping is ours; nothing refers to it after.
-        let (ns, r) = timed(|| unsafe { libc::munmap(self.ptr, self.len) });
-        self.len = 0;
-        match r {
-            0 => Ok(ns),
-            _ => Err(format!("munmap: {}", io::Error::last_os_error())),
-        }
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        if self.len != 0 {
-            // SAFETY: as in `munmap`.
-            unsafe { libc::munmap(self.ptr, self.len) };
-        }
-    }
-}
 
 /// What the userptr figures came to.
 pub struct Figures {
@@ -110,18 +38,18 @@ pub fn figures(d: &Device) -> Result<Figures, String> {
     let vm = EmptyJob::new(d)?;
     let (mut bound, mut plain) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let a = Anon::new(SZ_2M)?;
+        let a = Anon::touched(SZ_2M)?;
         vm.bind(&[DrmMirageVmBindOp::map_userptr(a.addr(), UP_VA, SZ_2M)])?;
         bound.push(a.munmap()?);
         vm.bind(&[DrmMirageVmBindOp::unmap(UP_VA, SZ_2M)])?;
-        plain.push(Anon::new(SZ_2M)?.munmap()?);
+        plain.push(Anon::touched(SZ_2M)?.munmap()?);
     }
     drop(vm);
 
     // EXEC: a VM of MANY userptrs of a page each, none invalidated, against
     // a VM of none.
     let crowded = EmptyJob::new(d)?;
-    let pages = Anon::new(MANY as u64 * SZ_4K)?;
+    let pages = Anon::touched(MANY as u64 * SZ_4K)?;
     let ops: Vec<_> = (0..MANY as u64)
         .map(|i| {
             DrmMirageVmBindOp::map_userptr(pages.addr() + i * SZ_4K, UP_VA + 2 * i * SZ_4K, SZ_4K)
@@ -145,7 +73,7 @@ pub fn figures(d: &Device) -> Result<Figures, String> {
     // Revalidation of one 2 MiB userptr: MADV_DONTNEED, then the EXEC
     // faults 512 new pages in, maps them for DMA and rebinds them.
     let vm = EmptyJob::new(d)?;
-    let a = Anon::new(SZ_2M)?;
+    let a = Anon::touched(SZ_2M)?;
     vm.bind(&[DrmMirageVmBindOp::map_userptr(a.addr(), UP_VA, SZ_2M)])?;
     let (mut reval, mut valid) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
