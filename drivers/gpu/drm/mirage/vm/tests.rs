@@ -811,7 +811,9 @@ mod kunit {
             }
             Ok(())
         };
-        let steps: [(Option<(u64, u64)>, [(u64, Attrs); 5]); 5] = [
+        // The span reset (none at first), then the mirrors it leaves.
+        type Step = (Option<(u64, u64)>, [(u64, Attrs); 5]);
+        let steps: [Step; 5] = [
             (
                 None,
                 [(4, a_uc), (8, d), (12, a_uc), (16, a_dev), (AUTO, d)],
