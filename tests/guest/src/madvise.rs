@@ -693,3 +693,42 @@ pub fn madvise_autoreset_without_gpu_access(d: &Device) -> TestResult {
     );
     Ok(())
 }
+
+/// More unmaps than the collector's log holds, while its work item is held
+/// (debugfs `pause_gc_work`): the collector finds what the CPU unmapped from
+/// the CPU's mappings instead, and resets exactly that.
+pub fn madvise_autoreset_after_the_log_overflows(d: &Device) -> TestResult {
+    const KNOB: &str = "/sys/kernel/debug/mirage/pause_gc_work";
+    // More than the log's 64 entries.
+    const N: u64 = 100;
+    let c = autoreset_ctx(d)?;
+    let vm = c.vm;
+    let map = Anon::mmap(2 * N * SZ_4K)?;
+    let b = map.addr();
+    let cpu = DRM_MIRAGE_ATOMIC_CPU;
+    d.madvise(vm, b, 2 * N * SZ_4K, Madvise::Atomic(cpu))
+        .map_err(e2s)?;
+    std::fs::write(KNOB, "1").map_err(|e| format!("{KNOB}: {e}"))?;
+    // Every other page, each its own munmap.
+    let unmapped = (0..N).try_for_each(|i| map.unmap(b + 2 * i * SZ_4K, SZ_4K));
+    std::fs::write(KNOB, "0").map_err(|e| format!("{KNOB}: {e}"))?;
+    unmapped?;
+    let got = query(d, vm, b, 2 * N * SZ_4K)?;
+    let page = |i: u64| b + i * SZ_4K;
+    // The first page's reset joins the default mirror before it.
+    let mut want = vec![def(MIRROR_START, page(1))];
+    for i in 0..N {
+        if i > 0 {
+            want.push(def(page(2 * i), page(2 * i + 1)));
+        }
+        want.push((page(2 * i + 1), page(2 * i + 2), DEVICE, ALL, cpu, WB));
+    }
+    check!(
+        got == want,
+        "after {N} munmaps: {} entries, not {}; first wrong: {:x?}",
+        got.len(),
+        want.len(),
+        got.iter().zip(&want).find(|(g, w)| g != w)
+    );
+    Ok(())
+}

@@ -512,6 +512,10 @@ const TESTS: &[(&str, Test)] = &[
         "madvise_autoreset_without_gpu_access",
         madvise::madvise_autoreset_without_gpu_access,
     ),
+    (
+        "madvise_autoreset_after_the_log_overflows",
+        madvise::madvise_autoreset_after_the_log_overflows,
+    ),
     ("ioctl_fuzz", fuzz::ioctl_fuzz),
 ];
 

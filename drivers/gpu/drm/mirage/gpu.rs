@@ -147,6 +147,10 @@ pub(crate) struct Gpu {
     /// long between faulting its userptrs in and its final check, so that a test can
     /// invalidate one in between.
     exec_check_delay: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
+    /// `pause_gc_work` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): while nonzero, the SVM
+    /// collector's work item does nothing (fault services, MADVISE and the query still collect),
+    /// so that a test can fill the unmap log past its end.
+    pause_gc_work: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
     /// Rings and completion records, `QUEUE_MEM` bytes per device queue.
     mem: Coherent<[u64]>,
     #[pin]
@@ -207,6 +211,7 @@ impl Gpu {
         let alloc_in_signalling = hook(c"alloc_in_signalling")?;
         let fail_bind_run = hook(c"fail_next_bind_run")?;
         let exec_check_delay = hook(c"exec_check_delay_ms")?;
+        let pause_gc_work = hook(c"pause_gc_work")?;
         let faultq = FaultQueue::new(pdev.as_ref())?;
         Ok(try_pin_init!(Self {
             bar,
@@ -216,6 +221,7 @@ impl Gpu {
             alloc_in_signalling,
             fail_bind_run,
             exec_check_delay,
+            pause_gc_work,
             mem,
             sched <- new_mutex!(Sched {
                 pending: KVec::new(),
@@ -347,6 +353,13 @@ impl Gpu {
         self.exec_check_delay
             .as_ref()
             .map_or(0, |k| (***k).xchg(0, Relaxed))
+    }
+
+    /// Whether the SVM collector's work item must do nothing (`pause_gc_work`).
+    pub(crate) fn test_pauses_gc_work(&self) -> bool {
+        self.pause_gc_work
+            .as_ref()
+            .is_some_and(|k| (***k).load(Relaxed) != 0)
     }
 
     /// Whether the bind about to execute must fail (`fail_next_bind_run`).

@@ -133,6 +133,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn alloc_in_signalling(&self) -> bool {
         false
     }
+
+    /// Whether the SVM collector's work item must do nothing, so that the unmap log can fill
+    /// up; for tests.
+    fn gc_work_paused(&self) -> bool {
+        false
+    }
 }
 
 impl Backend for Gpu {
@@ -175,6 +181,10 @@ impl Backend for Gpu {
 
     fn alloc_in_signalling(&self) -> bool {
         self.inject_alloc_in_signalling()
+    }
+
+    fn gc_work_paused(&self) -> bool {
+        self.test_pauses_gc_work()
     }
 }
 

@@ -86,6 +86,9 @@ impl<B: Backend> WorkItem for Gc<B> {
         }
         // SAFETY: `live` was set: the VM waits for this work before it goes (type invariants).
         let vm = unsafe { &*this.vm };
+        if vm.gpu.gc_work_paused() {
+            return;
+        }
         let mut state = vm.state.lock();
         // A failure made the VM unusable; its next user learns it.
         let _ = vm.collect_locked(&mut state);
