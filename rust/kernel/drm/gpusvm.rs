@@ -329,6 +329,7 @@ impl<T: GpuSvmOps> GpuSvm<T> {
     ) -> Result<usize> {
         self.check(tok)?;
         let mut n = 0;
+        let c = Ctx::default().raw();
         // SAFETY: `tok` stands for the driver lock, which removal needs; the walk reads the
         // next range before calling back, so removing the current one is fine.
         unsafe {
@@ -337,7 +338,6 @@ impl<T: GpuSvmOps> GpuSvm<T> {
                 if !pred(range) {
                     return;
                 }
-                let c = Ctx::default().raw();
                 // The pages go first: drm_gpusvm_range_remove does not unmap them, and a
                 // range out of the tree would escape the next invalidation.
                 bindings::drm_gpusvm_unmap_pages(

@@ -22,7 +22,14 @@ impl<B: Backend> VmCore<B> {
     pub(crate) fn handle_fault(&self, f: &Fault) -> Result {
         let start = Clock::now();
         let mut stages = Stages::default();
-        let res = self.resolve_fault(f, &mut stages);
+        // Only mirrors are filled in on fault. With no mapping at the address, the access is a
+        // bug of the job; a BO's or a userptr's mapping is in the page table once its bind
+        // executed, which the job was ordered after, or not at all.
+        let res = if self.is_usable() {
+            self.resolve_mirror(f, &mut stages)
+        } else {
+            Err(ENOENT)
+        };
         if let Ok(size) = res {
             self.stats.fault(size, start.elapsed(), &stages);
         }
@@ -33,16 +40,5 @@ impl<B: Backend> VmCore<B> {
         };
         count.fetch_add(1, Relaxed);
         res.map(|_| ())
-    }
-
-    /// Resolves `f`; returns the size of the range it mapped.
-    fn resolve_fault(&self, f: &Fault, stages: &mut Stages) -> Result<u64> {
-        if !self.is_usable() {
-            return Err(ENOENT);
-        }
-        // Only mirrors are filled in on fault. With no mapping at the address, the access is a
-        // bug of the job; a BO's or a userptr's mapping is in the page table once its bind
-        // executed, which the job was ordered after, or not at all.
-        self.resolve_mirror(f, stages)
     }
 }

@@ -337,12 +337,14 @@ impl<B: Backend> VmCore<B> {
         // Writable where the CPU mapping is, so that a later write does not fault again; a
         // read of read-only memory maps it read-only.
         let a = addr as usize;
-        let ctx = match svm.svm.find_or_insert(&mut svm.tok, a, span.clone(), &rw) {
-            Ok(_) => rw,
-            Err(e) if e == EPERM && !write => ro,
+        // drm_gpusvm refuses a writable range of a read-only mapping before it inserts one.
+        let (range, ctx) = match svm.svm.find_or_insert(&mut svm.tok, a, span.clone(), &rw) {
+            Ok(range) => (range, rw),
+            Err(e) if e == EPERM && !write => {
+                (svm.svm.find_or_insert(&mut svm.tok, a, span, &ro)?, ro)
+            }
             Err(e) => return Err(e),
         };
-        let range = svm.svm.find_or_insert(&mut svm.tok, a, span, &ctx)?;
         if range.is_unmapped() {
             return Err(EAGAIN);
         }
