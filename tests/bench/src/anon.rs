@@ -70,6 +70,27 @@ impl Anon {
         }
     }
 
+    /// A new mapping in place of `[addr, addr + len)`, a part of the mapping
+    /// (mmap with MAP_FIXED: what was there is unmapped first).
+    pub fn remap(&self, addr: u64, len: u64) -> Result<(), String> {
+        // SAFETY: a part of our mapping, which nothing refers to, replaced by
+        // new anonymous memory that the drop unmaps with the rest.
+        let ptr = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// munmap, timed.
     pub fn munmap(mut self) -> Result<u64, String> {
         // SAFETY: the mapping is ours; nothing refers to it after.

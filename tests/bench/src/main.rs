@@ -320,6 +320,10 @@ fn svm_lines(d: &Device) -> Result<(), String> {
             format!("GPU fault, 2 MiB range ({} faults)", svm::BIG),
             f.fault_2m,
         ),
+        (
+            format!("GPU fault, 2 MiB range over a table ({})", svm::BIG),
+            f.fault_2m_over_table,
+        ),
     ] {
         let [n, service, get_pages, bind, tlb] = s;
         if n == 0 {
@@ -346,7 +350,10 @@ fn svm_lines(d: &Device) -> Result<(), String> {
     match ns.checked_div(ranges) {
         Some(per) => println!(
             "{:<44} {:>11} ns {:>14} {:>10}",
-            format!("GC, per range ({ranges} ranges, {passes} passes)"),
+            format!(
+                "GC, per range ({ranges} ranges, {passes} pass{})",
+                if passes == 1 { "" } else { "es" }
+            ),
             per,
             "",
             ratio(per, ping.median)
@@ -354,7 +361,8 @@ fn svm_lines(d: &Device) -> Result<(), String> {
         None => println!("GC: n/a (no range collected)"),
     }
     println!("(GPU faults: mean service time from the fault record to resume, and its stages,");
-    println!(" as the driver sums them; ratios to the bare round trip's median)");
+    println!(" as the driver sums them; ratios to the bare round trip's median; TLB: an");
+    println!(" invalidation, needed only where a block replaced a table the TLB may cache)");
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Fault-mode VMs: what servicing a GPU page fault costs, by stage (the
 //! driver's sums, xe's gt stats), next to a bare device round trip (the
 //! ping doorbell, its interrupt and its acknowledgement, timed by the
-//! driver); faults of 2 MiB ranges; and a collector pass, per range it
-//! removes. Each figure comes from the same run.
+//! driver); faults of 2 MiB ranges, also where a table of pages was (the
+//! TLB stage); and a collector pass, per range it removes. Each figure comes from the same run.
 
 use crate::anon::Anon;
 use crate::debugfs::{self, FaultSums, SvmStats};
@@ -32,6 +32,8 @@ pub struct Figures {
     /// get_pages, bind, TLB).
     pub fault_4k: FaultSums,
     pub fault_2m: FaultSums,
+    /// 2 MiB faults where a table of 4 KiB pages was.
+    pub fault_2m_over_table: FaultSums,
     /// The collector pass after the 4 KiB pages were unmapped: passes,
     /// ranges removed, ns.
     pub gc: [u64; 3],
@@ -168,10 +170,35 @@ pub fn figures(d: &Device) -> Result<Figures, String> {
     f.run(&cb)?;
     let after = f.stats()?;
     let fault_2m = since(&after.faults[2], &before.faults[2]);
+
+    // 2 MiB ranges where 4 KiB ones were: the first page of each 2 MiB is
+    // a CPU mapping of its own (the page after it unmapped), so a 4 KiB
+    // range, which leaves a table of pages; then a new 2 MiB mapping
+    // replaces the lot, and its range's block replaces the table, which the
+    // TLB may still cache: the fault invalidates it.
+    let over = Anon::new((BIG + 1) * SZ_2M)?;
+    let base = (over.addr() + SZ_2M - 1) & !(SZ_2M - 1);
+    for i in 0..BIG {
+        over.unmap(base + i * SZ_2M + SZ_4K, SZ_4K)?;
+    }
+    let mut cb = CmdBuf::new();
+    for i in 0..BIG {
+        cb.store32(base + i * SZ_2M, i as u32);
+    }
+    cb.end();
+    f.run(&cb)?;
+    for i in 0..BIG {
+        over.remap(base + i * SZ_2M, SZ_2M)?;
+    }
+    let before = f.stats()?;
+    f.run(&cb)?;
+    let after = f.stats()?;
+    let fault_2m_over_table = since(&after.faults[2], &before.faults[2]);
     Ok(Figures {
         ping: median_p90(&mut pings),
         fault_4k,
         fault_2m,
+        fault_2m_over_table,
         gc,
     })
 }
