@@ -145,32 +145,16 @@ impl<R: PtRead> Drop for Budget<'_, R> {
 }
 
 impl<R: PtRead> PtOps for Budget<'_, R> {
-    fn entry(&self, level: usize, va: u64) -> Entry {
+    fn entries(&self, va: u64) -> [Entry; 4] {
         let mut real = None;
-        for l in 0..=level {
-            let here = if l < 3 {
-                self.overlay.0.get(&(l, va >> level_shift(l))).copied()
-            } else {
-                None
-            };
-            let e = match here {
-                // Below a table the dry run created, only the overlay has entries.
-                Some(Entry::Table) if l < level => return self.fresh_entry(l + 1, level, va),
-                Some(e) => e,
-                None => {
-                    let ptes = *real.get_or_insert_with(|| self.pt.walk(va));
-                    super::pgtable::decode(ptes[l], l)
-                }
-            };
-            if l == level {
-                return e;
-            }
-            if e != Entry::Table {
-                // The walker asks only below tables; nothing is mapped below a leaf's entry.
-                return Entry::Empty;
+        let mut entries = [Entry::Empty; 4];
+        for (level, e) in entries.iter_mut().enumerate() {
+            *e = self.entry_in(level, va, &mut real);
+            if *e != Entry::Table {
+                break;
             }
         }
-        Entry::Empty
+        entries
     }
 
     unsafe fn map(&mut self, va: u64, _pa: u64, size: u64, count: u64, _prot: u32) -> Result {
@@ -215,6 +199,40 @@ impl<R: PtRead> PtOps for Budget<'_, R> {
 }
 
 impl<R: PtRead> Budget<'_, R> {
+    /// The entry at `level` on the way to `va`; `real` caches the real page table's walk for
+    /// `va`, so that the levels of one address cost one walk.
+    fn entry_in(&self, level: usize, va: u64, real: &mut Option<[u64; 4]>) -> Entry {
+        for l in 0..=level {
+            let here = if l < 3 {
+                self.overlay.0.get(&(l, va >> level_shift(l))).copied()
+            } else {
+                None
+            };
+            let e = match here {
+                // Below a table the dry run created, only the overlay has entries.
+                Some(Entry::Table) if l < level => return self.fresh_entry(l + 1, level, va),
+                Some(e) => e,
+                None => {
+                    let ptes = *real.get_or_insert_with(|| self.pt.walk(va));
+                    super::pgtable::decode(ptes[l], l)
+                }
+            };
+            if l == level {
+                return e;
+            }
+            if e != Entry::Table {
+                // The walker asks only below tables; nothing is mapped below a leaf's entry.
+                return Entry::Empty;
+            }
+        }
+        Entry::Empty
+    }
+
+    /// The entry at `level` on the way to `va`.
+    fn entry(&self, level: usize, va: u64) -> Entry {
+        self.entry_in(level, va, &mut None)
+    }
+
     /// The entry at `level` below a table the dry run created at `from - 1`.
     fn fresh_entry(&self, from: usize, level: usize, va: u64) -> Entry {
         for l in from..=level.min(2) {

@@ -128,8 +128,16 @@ impl PtRead for Mutex<PageTable> {
 }
 
 impl PtOps for PageTable {
-    fn entry(&self, level: usize, va: u64) -> Entry {
-        decode(self.walk(va)[level], level)
+    fn entries(&self, va: u64) -> [Entry; 4] {
+        let ptes = self.walk(va);
+        let mut entries = [Entry::Empty; 4];
+        for (level, (e, &pte)) in entries.iter_mut().zip(ptes.iter()).enumerate() {
+            *e = decode(pte, level);
+            if *e != Entry::Table {
+                break;
+            }
+        }
+        entries
     }
 
     unsafe fn map(&mut self, va: u64, pa: u64, size: u64, count: u64, prot: u32) -> Result {

@@ -46,11 +46,12 @@ pub(crate) enum Entry {
 }
 
 /// The operations the walker needs from a page table.
-///
-/// The walker asks for the entry at a level only when the entries above it are tables.
 pub(crate) trait PtOps {
-    /// The entry at `level` (0 to 3) on the way to `va`.
-    fn entry(&self, level: usize, va: u64) -> Entry;
+    /// The entries on the way to `va`, by level (0 to 3), down to the first that is not a
+    /// table; the entries below that one are [`Entry::Empty`].
+    ///
+    /// One call per address the walker visits: a walk reads every level at once.
+    fn entries(&self, va: u64) -> [Entry; 4];
 
     /// Maps `count` leaves of `size` bytes from `va` to `pa`, creating the tables above them.
     /// They lie in one table, no leaf maps any of them yet, and tables where they go are
@@ -121,11 +122,11 @@ pub(crate) unsafe fn map_contiguous(
 pub(crate) fn unmap_range(pt: &mut impl PtOps, pgsizes: u64, start: u64, end: u64) -> Result {
     let mut va = start;
     'next: while va < end {
-        for level in 0..4 {
+        for (level, &entry) in pt.entries(va).iter().enumerate() {
             let size = level_size(level);
             let base = va & !(size - 1);
             let inside = base >= start && base + size <= end;
-            match pt.entry(level, va) {
+            match entry {
                 Entry::Empty => {
                     va = (base + size).min(end);
                     continue 'next;
@@ -167,10 +168,10 @@ pub(crate) fn unmap_range(pt: &mut impl PtOps, pgsizes: u64, start: u64, end: u6
 pub(crate) fn zap_leaves(pt: &mut impl PtOps, start: u64, end: u64) -> Result {
     let mut va = start;
     'next: while va < end {
-        for level in 0..4 {
+        for (level, &entry) in pt.entries(va).iter().enumerate() {
             let size = level_size(level);
             let base = va & !(size - 1);
-            match pt.entry(level, va) {
+            match entry {
                 Entry::Empty => {
                     va = (base + size).min(end);
                     continue 'next;
@@ -200,9 +201,10 @@ pub(crate) fn count_leaves(pt: &impl PtOps, end: u64) -> [u64; 4] {
     let mut n = [0; 4];
     let mut va = 0;
     'next: while va < end {
-        for (level, count) in n.iter_mut().enumerate() {
+        let entries = pt.entries(va);
+        for (level, (count, &entry)) in n.iter_mut().zip(entries.iter()).enumerate() {
             let size = level_size(level);
-            match pt.entry(level, va) {
+            match entry {
                 Entry::Table if level < 3 => continue,
                 Entry::Leaf { .. } => *count += 1,
                 _ => {}
