@@ -560,7 +560,7 @@ pub fn exec_rejects_bad_input(d: &Device) -> TestResult {
 }
 
 /// `make check` loads the driver with `job_timeout_ms=2000`.
-const JOB_TIMEOUT_MS: u64 = 2000;
+pub(crate) const JOB_TIMEOUT_MS: u64 = 2000;
 
 pub fn exec_hang_times_out_and_bans_the_queue(d: &Device) -> TestResult {
     let c = Ctx::new(d)?;

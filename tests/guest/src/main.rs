@@ -488,6 +488,10 @@ const TESTS: &[(&str, Test)] = &[
     ),
     ("svm_free_and_malloc_again", svm::svm_free_and_malloc_again),
     (
+        "fault_mode_timeout_counts_resolved_faults_as_progress",
+        svm::fault_mode_timeout_counts_resolved_faults_as_progress,
+    ),
+    (
         "madvise_splits_a_mirror_and_the_query_shows_it",
         madvise::madvise_splits_a_mirror_and_the_query_shows_it,
     ),

@@ -1,7 +1,7 @@
 //! Fault-mode VMs: jobs that stall on GPU page faults, which the kernel
 //! resolves or aborts.
 
-use crate::exec::{fence_status, Ctx, CMD_VA};
+use crate::exec::{fence_status, Ctx, CMD_VA, JOB_TIMEOUT_MS};
 use crate::userptr::Anon;
 use crate::vm::vm_debug;
 use crate::{check, deadline_in, e2s, errno, TestResult};
@@ -531,6 +531,78 @@ pub fn svm_threads_fault_concurrently(d: &Device) -> TestResult {
         f[0] >= THREADS as u64 * 2 && f[1] == 0,
         "faults (resolved, aborted) {f:?}"
     );
+    Ok(())
+}
+
+/// The job timeout measures a stall nobody resolves. debugfs `fault_delay_ms`
+/// makes each fault service sleep first: a job whose twelve faults take a
+/// quarter of the timeout each (three timeouts in all) runs to its end,
+/// every store in place, as the driver resolved faults in each period; a
+/// job whose one fault service outlasts the timeout is killed (-ETIME).
+pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> TestResult {
+    const KNOB: &str = "/sys/kernel/debug/mirage/fault_delay_ms";
+    const PAGES: u64 = 12;
+    let knob = |ms: u64| std::fs::write(KNOB, ms.to_string()).map_err(|e| format!("{KNOB}: {e}"));
+    let c = mirror_ctx(d)?;
+    // Every other page unmapped: each page left is a CPU mapping of its own,
+    // so a range and a fault of its own.
+    let map = Anon::mmap(2 * PAGES * SZ_4K)?;
+    let page = |i: u64| map.addr() + 2 * i * SZ_4K;
+    for i in 0..PAGES {
+        map.unmap(page(i) + SZ_4K, SZ_4K)?;
+    }
+    let mut cb = CmdBuf::new();
+    for i in 0..PAGES {
+        cb.store32(page(i), 0x5a00_0000 | i as u32);
+    }
+    cb.end();
+    knob(JOB_TIMEOUT_MS / 4)?;
+    let status = c.run(&cb);
+    knob(0)?;
+    let status = status?;
+    check!(
+        status == 0,
+        "{PAGES} faults of {} ms each: the job ended with {status}",
+        JOB_TIMEOUT_MS / 4
+    );
+    for i in 0..PAGES {
+        let got = peek32(page(i));
+        check!(
+            got == 0x5a00_0000 | i as u32,
+            "page {i}: {got:#x} after the job"
+        );
+    }
+    let f = vm_debug(c.vm)?.faults;
+    check!(f == [PAGES, 0], "faults (resolved, aborted) {f:?}");
+
+    // One fault whose service outlasts the timeout: no progress in a period.
+    let c = mirror_ctx(d)?;
+    let one = Anon::mmap(SZ_4K)?;
+    let mut cb = CmdBuf::new();
+    cb.store32(one.addr(), 1).end();
+    knob(JOB_TIMEOUT_MS * 3 / 2)?;
+    let status = c.run(&cb);
+    knob(0)?;
+    let status = status?;
+    check!(
+        status == -libc::ETIME,
+        "a fault served in {} ms: the job ended with {status}",
+        JOB_TIMEOUT_MS * 3 / 2
+    );
+    // The service goes on to its end, for a job that is gone: wait for it,
+    // so that the VM outlives it here as it would anywhere.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let f = vm_debug(c.vm)?.faults;
+        if f[0] + f[1] == 1 {
+            break;
+        }
+        check!(
+            std::time::Instant::now() < deadline,
+            "the fault service did not end: faults {f:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     Ok(())
 }
 

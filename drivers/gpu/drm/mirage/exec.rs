@@ -57,6 +57,8 @@ pub(crate) struct ExecJob {
     len: u32,
     /// Allocated by the ioctl, published when the job starts.
     hw_fence: HwFenceSlot,
+    /// Its resolved faults when the timeout last looked.
+    resumed: Atomic<u64>,
 }
 
 /// The hardware fence of a job until it starts.
@@ -86,7 +88,15 @@ impl JobQueueOps for ExecOps {
         Ok(fence)
     }
 
-    fn timed_out(&self, _job: &ExecJob) -> TimeoutAction {
+    fn timed_out(&self, job: &ExecJob) -> TimeoutAction {
+        // A job of a fault-mode VM whose faults the driver resolved since the last look made
+        // progress: the time it stalled is the driver's, which services one fault at a time.
+        // One that stalls on a fault nobody resolves (a service stuck behind a lock) is killed.
+        if let Some(n) = self.gpu.resumed(self.id) {
+            if job.resumed.xchg(n, Relaxed) != n {
+                return TimeoutAction::Continue;
+            }
+        }
         // The job ran past the timeout: reset its device queue, and refuse the queue's next
         // jobs (xe bans a queue whose job hung).
         self.gpu.kill(self.id);
@@ -154,6 +164,7 @@ impl ExecQueue {
                 addr,
                 len,
                 hw_fence: HwFenceSlot(Some(hw_fence)),
+                resumed: Atomic::new(0),
             },
             1,
             syncs.wait_fences(),

@@ -100,6 +100,8 @@ struct Running {
     seqno: u64,
     space: usize,
     sub: Submission,
+    /// Faults of the job the driver resolved: its progress while it stalls on them.
+    resumed: u64,
 }
 
 struct AddressSpace {
@@ -151,6 +153,9 @@ pub(crate) struct Gpu {
     /// collector's work item does nothing (fault services, MADVISE and the query still collect),
     /// so that a test can fill the unmap log past its end.
     pause_gc_work: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
+    /// `fault_delay_ms` (`CONFIG_DRM_MIRAGE_TEST_HOOKS` only): each fault service sleeps this
+    /// long first, so that a job that faults often outlives the job timeout.
+    fault_delay: Option<Pin<KBox<debugfs::File<Atomic<u32>>>>>,
     /// Rings and completion records, `QUEUE_MEM` bytes per device queue.
     mem: Coherent<[u64]>,
     #[pin]
@@ -212,6 +217,7 @@ impl Gpu {
         let fail_bind_run = hook(c"fail_next_bind_run")?;
         let exec_check_delay = hook(c"exec_check_delay_ms")?;
         let pause_gc_work = hook(c"pause_gc_work")?;
+        let fault_delay = hook(c"fault_delay_ms")?;
         let faultq = FaultQueue::new(pdev.as_ref())?;
         Ok(try_pin_init!(Self {
             bar,
@@ -222,6 +228,7 @@ impl Gpu {
             fail_bind_run,
             exec_check_delay,
             pause_gc_work,
+            fault_delay,
             mem,
             sched <- new_mutex!(Sched {
                 pending: KVec::new(),
@@ -299,15 +306,42 @@ impl Gpu {
         if !matches!(f.kind(), regs::FAULT_TRANSLATION | regs::FAULT_ACCESS_FLAG) {
             return false;
         }
-        let vm = {
+        let Some((seqno, vm)) = ({
             let s = self.sched.lock();
             s.running
                 .get(f.queue as usize)
                 .and_then(Option::as_ref)
                 .filter(|r| r.space == f.space as usize)
-                .and_then(|r| r.sub.faults.clone())
+                .and_then(|r| Some((r.seqno, r.sub.faults.clone()?)))
+        }) else {
+            return false;
         };
-        vm.is_some_and(|vm| vm.handle_fault(f).is_ok())
+        if let Some(ms) = self.fault_delay.as_ref().map(|k| (***k).load(Relaxed)) {
+            if ms != 0 {
+                kernel::time::delay::fsleep(Delta::from_millis(i64::from(ms)));
+            }
+        }
+        if vm.handle_fault(f).is_err() {
+            return false;
+        }
+        let mut s = self.sched.lock();
+        if let Some(r) = s.running[f.queue as usize].as_mut() {
+            if r.seqno == seqno {
+                r.resumed += 1;
+            }
+        }
+        true
+    }
+
+    /// How many faults of the job exec queue `queue` has on the device the driver resolved,
+    /// if it has one there.
+    pub(crate) fn resumed(&self, queue: u64) -> Option<u64> {
+        let s = self.sched.lock();
+        s.running
+            .iter()
+            .flatten()
+            .find(|r| r.queue == queue)
+            .map(|r| r.resumed)
     }
 
     /// Maps a userptr's page for the device to read, and to write if `write`; returns its bus
@@ -463,6 +497,7 @@ impl Gpu {
                 seqno,
                 space,
                 sub,
+                resumed: 0,
             });
         }
     }
