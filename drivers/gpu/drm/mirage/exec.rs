@@ -59,7 +59,14 @@ pub(crate) struct ExecJob {
     hw_fence: HwFenceSlot,
     /// Its resolved faults when the timeout last looked.
     resumed: Atomic<u64>,
+    /// Timeout periods it was given for the faults resolved in them.
+    extended: Atomic<u32>,
 }
+
+/// The timeout periods a job may be given for resolved faults, past its first: its fence
+/// still signals within `1 + MAX_EXTENSIONS` timeouts, whatever userspace does to its memory
+/// (a process that invalidates a running job's pages forever would otherwise hold it).
+const MAX_EXTENSIONS: u32 = 9;
 
 /// The hardware fence of a job until it starts.
 struct HwFenceSlot(Option<PreparedFence<()>>);
@@ -93,7 +100,9 @@ impl JobQueueOps for ExecOps {
         // progress: the time it stalled is the driver's, which services one fault at a time.
         // One that stalls on a fault nobody resolves (a service stuck behind a lock) is killed.
         if let Some(n) = self.gpu.resumed(self.id) {
-            if job.resumed.xchg(n, Relaxed) != n {
+            if job.resumed.xchg(n, Relaxed) != n
+                && job.extended.fetch_add(1, Relaxed) < MAX_EXTENSIONS
+            {
                 return TimeoutAction::Continue;
             }
         }
@@ -165,6 +174,7 @@ impl ExecQueue {
                 len,
                 hw_fence: HwFenceSlot(Some(hw_fence)),
                 resumed: Atomic::new(0),
+                extended: Atomic::new(0),
             },
             1,
             syncs.wait_fences(),

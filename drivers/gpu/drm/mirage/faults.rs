@@ -13,8 +13,9 @@
 //! Several faults may be outstanding, one per stalled device queue: the queue has a slot for
 //! each of them many times over. The work runs in process context and may sleep, allocate and
 //! take the VM's locks: it is not a `dma_fence` signalling section. A job's fence still signals
-//! in bounded time, whatever the fault service waits for, because the job timeout kills a job
-//! that stays stalled.
+//! in bounded time, whatever the fault service waits for: the job timeout kills a job that
+//! stays stalled on a fault nobody resolves, and gives one whose faults were resolved at most
+//! nine more periods.
 
 use core::sync::atomic::{fence, Ordering};
 use kernel::{
