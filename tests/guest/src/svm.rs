@@ -538,7 +538,8 @@ pub fn svm_threads_fault_concurrently(d: &Device) -> TestResult {
 /// makes each fault service sleep first: a job whose twelve faults take a
 /// quarter of the timeout each (three timeouts in all) runs to its end,
 /// every store in place, as the driver resolved faults in each period; a
-/// job whose one fault service outlasts the timeout is killed (-ETIME).
+/// job whose one fault service outlasts the timeout is killed (-ETIME), and
+/// so is one that resolves faults in every period for more than ten.
 pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> TestResult {
     const KNOB: &str = "/sys/kernel/debug/mirage/fault_delay_ms";
     const PAGES: u64 = 12;
@@ -589,21 +590,70 @@ pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> Test
         "a fault served in {} ms: the job ended with {status}",
         JOB_TIMEOUT_MS * 3 / 2
     );
-    // The service goes on to its end, for a job that is gone: wait for it,
-    // so that the VM outlives it here as it would anywhere.
+    wait_for_faults(c.vm, 1)?;
+
+    // Progress in every period, for longer than ten periods: the job gets
+    // nine more periods at most, so that its fence stays bounded.
+    const LONG: u64 = 48;
+    let c = mirror_ctx(d)?;
+    let map = Anon::mmap(2 * LONG * SZ_4K)?;
+    let page = |i: u64| map.addr() + 2 * i * SZ_4K;
+    for i in 0..LONG {
+        map.unmap(page(i) + SZ_4K, SZ_4K)?;
+    }
+    let mut cb = CmdBuf::new();
+    for i in 0..LONG {
+        cb.store32(page(i), 0x5b00_0000 | i as u32);
+    }
+    cb.end();
+    knob(JOB_TIMEOUT_MS / 4)?;
+    let status = c.run(&cb);
+    knob(0)?;
+    let status = status?;
+    check!(
+        status == -libc::ETIME,
+        "{LONG} faults of {} ms each, longer than ten timeouts: the job ended with {status}",
+        JOB_TIMEOUT_MS / 4
+    );
+    let last = peek32(page(LONG - 1));
+    check!(
+        last == 0,
+        "the last store of the killed job landed: {last:#x}"
+    );
+    // A fault service may still be under way (or not, if the kill came
+    // between two faults): let the counts settle for twice its sleep.
+    let mut f = vm_debug(c.vm)?.faults;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(JOB_TIMEOUT_MS / 2));
+        let now = vm_debug(c.vm)?.faults;
+        if now == f {
+            break;
+        }
+        f = now;
+    }
+    check!(
+        f[0] < LONG && f[1] == 0,
+        "faults (resolved, aborted) {f:?} for a job killed before its end"
+    );
+    Ok(())
+}
+
+/// Waits until VM `vm` resolved or aborted `n` faults in all: a fault
+/// service goes on to its end for a job the timeout killed, and the test
+/// lets it end before the VM goes.
+fn wait_for_faults(vm: u32, n: u64) -> TestResult {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let f = vm_debug(c.vm)?.faults;
-        if f[0] + f[1] == 1 {
-            break;
+        let f = vm_debug(vm)?.faults;
+        if f[0] + f[1] >= n {
+            return Ok(());
         }
         check!(
             std::time::Instant::now() < deadline,
-            "the fault service did not end: faults {f:?}"
+            "the fault service did not end: faults {f:?}, not {n} in all"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Ok(())
 }
 
 /// free() then malloc() again, maybe at the same address: the GPU writes the new memory,
