@@ -541,33 +541,17 @@ pub fn svm_threads_fault_concurrently(d: &Device) -> TestResult {
 /// job whose one fault service outlasts the timeout is killed (-ETIME), and
 /// so is one that resolves faults in every period for more than ten.
 pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> TestResult {
-    const KNOB: &str = "/sys/kernel/debug/mirage/fault_delay_ms";
     const PAGES: u64 = 12;
-    let knob = |ms: u64| std::fs::write(KNOB, ms.to_string()).map_err(|e| format!("{KNOB}: {e}"));
     let c = mirror_ctx(d)?;
-    // Every other page unmapped: each page left is a CPU mapping of its own,
-    // so a range and a fault of its own.
-    let map = Anon::mmap(2 * PAGES * SZ_4K)?;
-    let page = |i: u64| map.addr() + 2 * i * SZ_4K;
-    for i in 0..PAGES {
-        map.unmap(page(i) + SZ_4K, SZ_4K)?;
-    }
-    let mut cb = CmdBuf::new();
-    for i in 0..PAGES {
-        cb.store32(page(i), 0x5a00_0000 | i as u32);
-    }
-    cb.end();
-    knob(JOB_TIMEOUT_MS / 4)?;
-    let status = c.run(&cb);
-    knob(0)?;
-    let status = status?;
+    let p = PagesApart::new(PAGES)?;
+    let status = run_with_fault_delay(&c, &p.stores(0x5a00_0000), JOB_TIMEOUT_MS / 4)?;
     check!(
         status == 0,
         "{PAGES} faults of {} ms each: the job ended with {status}",
         JOB_TIMEOUT_MS / 4
     );
     for i in 0..PAGES {
-        let got = peek32(page(i));
+        let got = peek32(p.page(i));
         check!(
             got == 0x5a00_0000 | i as u32,
             "page {i}: {got:#x} after the job"
@@ -578,13 +562,8 @@ pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> Test
 
     // One fault whose service outlasts the timeout: no progress in a period.
     let c = mirror_ctx(d)?;
-    let one = Anon::mmap(SZ_4K)?;
-    let mut cb = CmdBuf::new();
-    cb.store32(one.addr(), 1).end();
-    knob(JOB_TIMEOUT_MS * 3 / 2)?;
-    let status = c.run(&cb);
-    knob(0)?;
-    let status = status?;
+    let p = PagesApart::new(1)?;
+    let status = run_with_fault_delay(&c, &p.stores(1), JOB_TIMEOUT_MS * 3 / 2)?;
     check!(
         status == -libc::ETIME,
         "a fault served in {} ms: the job ended with {status}",
@@ -596,26 +575,14 @@ pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> Test
     // nine more periods at most, so that its fence stays bounded.
     const LONG: u64 = 48;
     let c = mirror_ctx(d)?;
-    let map = Anon::mmap(2 * LONG * SZ_4K)?;
-    let page = |i: u64| map.addr() + 2 * i * SZ_4K;
-    for i in 0..LONG {
-        map.unmap(page(i) + SZ_4K, SZ_4K)?;
-    }
-    let mut cb = CmdBuf::new();
-    for i in 0..LONG {
-        cb.store32(page(i), 0x5b00_0000 | i as u32);
-    }
-    cb.end();
-    knob(JOB_TIMEOUT_MS / 4)?;
-    let status = c.run(&cb);
-    knob(0)?;
-    let status = status?;
+    let p = PagesApart::new(LONG)?;
+    let status = run_with_fault_delay(&c, &p.stores(0x5b00_0000), JOB_TIMEOUT_MS / 4)?;
     check!(
         status == -libc::ETIME,
         "{LONG} faults of {} ms each, longer than ten timeouts: the job ended with {status}",
         JOB_TIMEOUT_MS / 4
     );
-    let last = peek32(page(LONG - 1));
+    let last = peek32(p.page(LONG - 1));
     check!(
         last == 0,
         "the last store of the killed job landed: {last:#x}"
@@ -636,6 +603,45 @@ pub fn fault_mode_timeout_counts_resolved_faults_as_progress(d: &Device) -> Test
         "faults (resolved, aborted) {f:?} for a job killed before its end"
     );
     Ok(())
+}
+
+/// Pages with a hole after each: every page is a CPU mapping of its own, so
+/// a range and a GPU fault of its own.
+struct PagesApart(Anon, u64);
+
+impl PagesApart {
+    fn new(n: u64) -> Result<Self, String> {
+        let map = Anon::mmap(2 * n * SZ_4K)?;
+        for i in 0..n {
+            map.unmap(map.addr() + (2 * i + 1) * SZ_4K, SZ_4K)?;
+        }
+        Ok(Self(map, n))
+    }
+
+    fn page(&self, i: u64) -> u64 {
+        self.0.addr() + 2 * i * SZ_4K
+    }
+
+    /// Commands that store `tag | i` to page `i`, each.
+    fn stores(&self, tag: u32) -> CmdBuf {
+        let mut cb = CmdBuf::new();
+        for i in 0..self.1 {
+            cb.store32(self.page(i), tag | i as u32);
+        }
+        cb.end();
+        cb
+    }
+}
+
+/// Runs `cb` on `c` while each fault service sleeps `ms` first (debugfs
+/// `fault_delay_ms`); returns the job's fence error.
+fn run_with_fault_delay(c: &Ctx, cb: &CmdBuf, ms: u64) -> Result<i32, String> {
+    const KNOB: &str = "/sys/kernel/debug/mirage/fault_delay_ms";
+    let knob = |ms: u64| std::fs::write(KNOB, ms.to_string()).map_err(|e| format!("{KNOB}: {e}"));
+    knob(ms)?;
+    let status = c.run(cb);
+    knob(0)?;
+    status
 }
 
 /// Waits until VM `vm` resolved or aborted `n` faults in all: a fault
